@@ -1,0 +1,1 @@
+"""Console-script entry points: argument parsing, then a call into the library."""

@@ -1,0 +1,46 @@
+"""Helpers shared by the command-line tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from ..model import BackboneConfig, DecoderConfig
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Backbone/decoder options common to every tool that builds a model."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--checkpoint", default=None, help="decoder checkpoint (NAME, NAME.safetensors or NAME.json)")
+    group.add_argument("--backbone", default=None, help="open_clip model name (default: the checkpoint's, else ViT-B-16)")
+    group.add_argument(
+        "--pretrained",
+        default=None,
+        help="open_clip pretrained tag (e.g. openai, webli) or a local weights file; omit for random weights",
+    )
+    group.add_argument(
+        "--vision-overrides",
+        default=None,
+        help='JSON dict replacing open_clip vision_cfg entries, e.g. \'{"width": 64}\' (random/local weights only)',
+    )
+    group.add_argument("--decoder-config", default=None, help="JSON dict of decoder settings (DecoderConfig fields)")
+
+
+def backbone_from_args(args: argparse.Namespace) -> BackboneConfig | None:
+    """The backbone the user asked for, or None to take the checkpoint's."""
+    if args.backbone is None and args.pretrained is None and args.vision_overrides is None:
+        return None
+    overrides = json.loads(args.vision_overrides) if args.vision_overrides else {}
+    return BackboneConfig(name=args.backbone or "ViT-B-16", pretrained=args.pretrained, vision_overrides=overrides)
+
+
+def decoder_from_args(args: argparse.Namespace) -> DecoderConfig | None:
+    return DecoderConfig.from_dict(json.loads(args.decoder_config)) if args.decoder_config else None

@@ -1,0 +1,158 @@
+"""The predictor: RGB uint8 arrays in, metric depth (metres) out. Used by the node and the CLIs.
+
+Conversion to float, resizing and normalisation run on the model's device (GPU when there is
+one), not in NumPy: only the uint8 pixels cross the host-device boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..model import BackboneConfig, CheckpointRecord, SpaceClip, load_model
+from ..model.preprocess import resize_and_normalize
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEVICES = ("auto", "cuda", "cpu")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without one is an error that says so."""
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise ValueError(f"device must be one of {DEVICES} (or cuda:N), got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available here; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    if device.type != "cuda" and precision != "fp32":
+        logger.warning("precision %s is a CUDA option; running fp32 on %s", precision, device)
+        return torch.float32
+    return PRECISIONS[precision]
+
+
+def focal_rescale_factor(
+    camera_fx: float, camera_fy: float, camera_size: tuple[int, int], record: CheckpointRecord | None
+) -> float:
+    """Depth scale for a camera whose focal length differs from the training camera's (SPEC section 6).
+
+    The encoder always sees the whole image resized to its input size, so what the decoder learned
+    is tied to the focal length *relative to the image size*. The factor is therefore
+    ``f'/f_train`` with each focal normalised by its image size (geometric mean of the x and y
+    ratios); for a camera with the training image size it reduces to ``f_camera / f_train``.
+    Returns 1.0 when the checkpoint records no training focal.
+    """
+    if record is None or not record.train_focal or not record.train_image_size:
+        return 1.0
+    height, width = camera_size
+    train_h, train_w = record.train_image_size
+    camera = math.sqrt((camera_fx / width) * (camera_fy / height))
+    train = record.train_focal / math.sqrt(train_w * train_h)
+    return float(camera / train)
+
+
+@dataclass
+class Prediction:
+    """Result of one predictor call; tensors stay on the model's device."""
+
+    depth: torch.Tensor  # (B, H, W) float32 metres
+    embedding: torch.Tensor | None = None  # (B, D) CLIP image embedding, when asked for
+
+
+class DepthPredictor:
+    """Runs a :class:`SpaceClip` model on RGB images of any size.
+
+    Args:
+        model: the model (its weights are moved to ``device``).
+        device: ``auto``, ``cuda``, ``cuda:N`` or ``cpu``.
+        precision: ``fp32``, or ``fp16`` / ``bf16`` autocast on CUDA.
+        record: the checkpoint record the decoder came from (for focal rescaling and reporting).
+    """
+
+    def __init__(
+        self,
+        model: SpaceClip,
+        device: str = "auto",
+        precision: str = "fp32",
+        record: CheckpointRecord | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.precision = {v: k for k, v in PRECISIONS.items()}[self.dtype]
+        self.record = record
+        self.model = model.eval().to(self.device)
+        self.input_size = tuple(model.input_size)
+        self.mean = tuple(model.mean)
+        self.std = tuple(model.std)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | os.PathLike | None,
+        backbone: BackboneConfig | None = None,
+        device: str = "auto",
+        precision: str = "fp32",
+    ) -> DepthPredictor:
+        model, record = load_model(checkpoint, backbone=backbone)
+        return cls(model, device=device, precision=precision, record=record)
+
+    def describe(self) -> str:
+        cfg = self.model.config.backbone
+        weights = cfg.pretrained or "random weights"
+        decoder = "trained decoder" if self.record is not None else "UNTRAINED decoder"
+        return (
+            f"SPACE-CLIP {cfg.name} ({weights}), {decoder}, encoder input "
+            f"{self.input_size[0]}x{self.input_size[1]}, on {self.device} ({self.precision})"
+        )
+
+    def _to_device(self, images: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(images))
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.permute(0, 3, 1, 2).float().div_(255.0)
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.dtype != torch.float32:
+            return torch.autocast(device_type="cuda", dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def infer(
+        self,
+        images: np.ndarray,
+        output_size: tuple[int, int] | None = None,
+        with_embedding: bool = False,
+    ) -> Prediction:
+        """Batch (B, H, W, 3) uint8 RGB -> depth (B, H_out, W_out) on the device."""
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected uint8 images of shape (B, H, W, 3), got {images.dtype} {images.shape}")
+        if images.shape[1] == 0 or images.shape[2] == 0:
+            raise ValueError(f"empty image of shape {images.shape[1:3]}")
+        size = tuple(output_size) if output_size is not None else tuple(images.shape[1:3])
+        batch = resize_and_normalize(self._to_device(images), self.input_size, self.mean, self.std)
+        with self._autocast():
+            out = self.model(batch, output_size=size)
+            embedding = self.model.image_embedding(out.global_features) if with_embedding else None
+        depth = out.depth[:, 0].float()
+        return Prediction(depth=depth, embedding=None if embedding is None else embedding.float())
+
+    def predict(self, images: np.ndarray, output_size: tuple[int, int] | None = None) -> np.ndarray:
+        """RGB uint8 (H, W, 3) or (B, H, W, 3) -> float32 depth (H, W) or (B, H, W) in metres."""
+        images = np.asarray(images)
+        single = images.ndim == 3
+        batch = images[None] if single else images
+        depth = self.infer(batch, output_size).depth.cpu().numpy()
+        return depth[0] if single else depth

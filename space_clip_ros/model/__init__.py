@@ -1,0 +1,37 @@
+"""SPACE-CLIP model: frozen CLIP vision tower + dual-pathway decoder (no ROS imports here)."""
+
+from .backbone import BackboneFeatures, FrozenClipBackbone, build_backbone, save_vision_weights
+from .checkpoint import (
+    CheckpointError,
+    CheckpointRecord,
+    check_compatible,
+    checkpoint_paths,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .config import BackboneConfig, DecoderConfig, ModelConfig
+from .decoder import DualPathwayDecoder
+from .factory import create_model, load_model, make_record
+from .space_clip import SpaceClip, SpaceClipOutput
+
+__all__ = [
+    "BackboneConfig",
+    "BackboneFeatures",
+    "CheckpointError",
+    "CheckpointRecord",
+    "DecoderConfig",
+    "DualPathwayDecoder",
+    "FrozenClipBackbone",
+    "ModelConfig",
+    "SpaceClip",
+    "SpaceClipOutput",
+    "build_backbone",
+    "check_compatible",
+    "checkpoint_paths",
+    "create_model",
+    "load_checkpoint",
+    "load_model",
+    "make_record",
+    "save_checkpoint",
+    "save_vision_weights",
+]

@@ -1,0 +1,69 @@
+"""The predictor used by the node and the CLIs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from space_clip_ros.inference.predictor import DepthPredictor, focal_rescale_factor, resolve_device
+from space_clip_ros.model import CheckpointRecord, SpaceClip
+from space_clip_ros.model.preprocess import resize_and_normalize
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_config):
+    return DepthPredictor(SpaceClip(tiny_model_config), device="cpu")
+
+
+def test_single_and_batch_shapes(predictor):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    depth = predictor.predict(image)
+    assert depth.shape == (48, 64) and depth.dtype == np.float32
+    batch = rng.integers(0, 255, (3, 30, 40, 3), dtype=np.uint8)
+    assert predictor.predict(batch).shape == (3, 30, 40)
+    assert predictor.predict(image, output_size=(12, 20)).shape == (12, 20)
+
+
+def test_matches_model_on_manually_prepared_input(predictor):
+    image = np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        expected = predictor.model(
+            resize_and_normalize(tensor, (224, 224), predictor.mean, predictor.std), output_size=(50, 70)
+        ).depth[0, 0]
+    np.testing.assert_allclose(predictor.predict(image), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_embedding_is_the_clip_image_embedding(predictor):
+    image = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    result = predictor.infer(image, with_embedding=True)
+    assert result.embedding.shape == (2, predictor.model.backbone.visual.output_dim)
+
+
+def test_bad_inputs_are_refused(predictor):
+    with pytest.raises(ValueError, match="uint8"):
+        predictor.infer(np.zeros((1, 10, 10, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="empty image"):
+        predictor.infer(np.zeros((1, 0, 10, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="device must be one of"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            resolve_device("cuda")
+    assert resolve_device("auto").type in {"cpu", "cuda"}
+
+
+def test_focal_rescale_factor():
+    record = CheckpointRecord(
+        model={}, mean=[0, 0, 0], std=[1, 1, 1], encoder_input_size=[224, 224],
+        train_focal=500.0, train_image_size=[480, 640],
+    )
+    # Same image size: plain f_camera / f_train.
+    assert focal_rescale_factor(1000.0, 1000.0, (480, 640), record) == pytest.approx(2.0)
+    # Same camera at half resolution: focal and size halve together, no rescale.
+    assert focal_rescale_factor(250.0, 250.0, (240, 320), record) == pytest.approx(1.0)
+    record.train_focal = None
+    assert focal_rescale_factor(1000.0, 1000.0, (480, 640), record) == 1.0
+    assert focal_rescale_factor(1000.0, 1000.0, (480, 640), None) == 1.0
