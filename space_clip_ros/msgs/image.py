@@ -15,7 +15,7 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from space_clip_ros.msgs._buffers import message_bytes, uint8_array_from
+from space_clip_ros.msgs._buffers import message_bytes, new_message, uint8_array_from, zeroed_uint8_array
 
 
 class ImageConversionError(ValueError):
@@ -155,6 +155,17 @@ def _check_rgb_array(rgb: np.ndarray, allow_grey: bool = False) -> np.ndarray:
     return rgb
 
 
+def _image_msg(
+    header: Header, height: int, width: int, encoding: str, step: int, pixels: np.ndarray
+) -> Image:
+    """A little-endian Image holding ``pixels`` (C order, no row padding)."""
+    msg = new_message(
+        Image, header=header, height=height, width=width, encoding=encoding, is_bigendian=0, step=step
+    )
+    msg.data = uint8_array_from(pixels)
+    return msg
+
+
 def rgb_to_image_msg(rgb: np.ndarray, header: Header, encoding: str = "rgb8") -> Image:
     """Wrap an (H, W, 3) uint8 RGB array in an Image message as rgb8, bgr8 or mono8.
 
@@ -173,15 +184,7 @@ def rgb_to_image_msg(rgb: np.ndarray, header: Header, encoding: str = "rgb8") ->
         pixels = rgb
     height, width = pixels.shape[:2]
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    return Image(
-        header=header,
-        height=height,
-        width=width,
-        encoding=encoding,
-        is_bigendian=0,
-        step=width * channels,
-        data=uint8_array_from(pixels),
-    )
+    return _image_msg(header, height, width, encoding, width * channels, pixels)
 
 
 def rgb_to_compressed_msg(
@@ -208,9 +211,9 @@ def rgb_to_compressed_msg(
         ok, stream = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
     if not ok:
         raise ImageConversionError(f"OpenCV could not encode a {bgr.shape} image as {fmt}")
-    return CompressedImage(
-        header=header, format=f"rgb8; {fmt} compressed bgr8", data=uint8_array_from(stream)
-    )
+    msg = new_message(CompressedImage, header=header, format=f"rgb8; {fmt} compressed bgr8")
+    msg.data = uint8_array_from(stream)
+    return msg
 
 
 def _check_depth_array(depth_m: np.ndarray) -> np.ndarray:
@@ -225,12 +228,9 @@ def _check_depth_array(depth_m: np.ndarray) -> np.ndarray:
 
 def valid_depth_mask(depth_m: np.ndarray, min_depth: float = 0.0, max_depth: float = math.inf) -> np.ndarray:
     """Pixels holding a usable depth: finite, > 0 and within [min_depth, max_depth]."""
-    valid = np.isfinite(depth_m)
-    valid &= depth_m > 0.0
-    if min_depth > 0.0:
-        valid &= depth_m >= min_depth
-    if math.isfinite(max_depth):
-        valid &= depth_m <= max_depth
+    # Comparisons with NaN are False, so one lower and one upper comparison also reject NaN and inf.
+    valid = (depth_m >= min_depth) if min_depth > 0.0 else (depth_m > 0.0)
+    valid &= (depth_m <= max_depth) if math.isfinite(max_depth) else (depth_m < np.inf)
     return valid
 
 
@@ -253,21 +253,27 @@ def depth_to_image_msg(
         )
     depth = _check_depth_array(depth_m)
     valid = valid_depth_mask(depth, min_depth, max_depth)
-    if encoding == "32FC1":
-        pixels = np.where(valid, depth, np.float32(np.nan)).astype("<f4", copy=False)
-    else:
-        millimetres = np.minimum(np.rint(depth * np.float32(1000.0)), np.float32(65535.0))
-        pixels = np.where(valid, millimetres, np.float32(0.0)).astype("<u2")
     height, width = depth.shape
-    return Image(
-        header=header,
-        height=height,
-        width=width,
-        encoding=encoding,
-        is_bigendian=0,
-        step=width * pixels.itemsize,
-        data=uint8_array_from(pixels),
+    dtype = np.dtype("<f4" if encoding == "32FC1" else "<u2")
+    # Written straight into the message's buffer, which starts zeroed: 0 is "no reading" in 16UC1.
+    data = zeroed_uint8_array(height * width * dtype.itemsize)
+    pixels = np.frombuffer(data, dtype=dtype).reshape(height, width)
+    if encoding == "32FC1":
+        np.copyto(pixels, depth)
+        np.copyto(pixels, np.float32(np.nan), where=~valid)
+    else:
+        # Round half up by adding 0.5 before the truncating cast (valid depths are positive).
+        millimetres = depth * np.float32(1000.0)
+        millimetres += np.float32(0.5)
+        np.minimum(millimetres, np.float32(65535.0), out=millimetres)
+        np.copyto(pixels, millimetres, where=valid, casting="unsafe")
+    del pixels
+    msg = new_message(
+        Image, header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+        step=width * dtype.itemsize,
     )
+    msg.data = data
+    return msg
 
 
 def image_msg_to_depth(msg: Image) -> np.ndarray:
@@ -305,9 +311,10 @@ def colorize_depth(
         )
     depth = _check_depth_array(depth_m)
     valid = valid_depth_mask(depth)
-    scale = np.float32(255.0 / (max_depth - min_depth))
-    level = np.clip((np.float32(max_depth) - depth) * scale, 0.0, 255.0)
-    level = np.where(valid, level, np.float32(0.0)).astype(np.uint8)
+    scale = 255.0 / (max_depth - min_depth)
+    # level = saturate_uint8((max_depth - depth) * scale) in one OpenCV pass (NaN -> 0, masked below);
+    # the second source is weighted 0 and only there because addWeighted needs two.
+    level = cv2.addWeighted(depth, -scale, depth, 0.0, max_depth * scale, dtype=cv2.CV_8U)
     bgr = cv2.applyColorMap(level, code)
-    bgr[~valid] = 0
-    return bgr
+    # Masked-off pixels of a freshly allocated output are zero: black; much faster than bgr[~valid] = 0.
+    return cv2.bitwise_and(bgr, bgr, mask=valid.view(np.uint8))

@@ -157,7 +157,9 @@ def ssim_loss(pred: Tensor, gt: Tensor, valid_mask: Tensor, min_depth: float, ma
 
     pred_n = ((pred4 - gt_min) / gt_range).clamp(0.0, 1.0)
     gt_n = ((gt4 - gt_min) / gt_range).clamp(0.0, 1.0)
-    one_minus_ssim = 1.0 - ssim_map(pred_n, gt_n)
+    # Under autocast the convolutions would run in fp16/bf16, too coarse next to C1 = 1e-4.
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        one_minus_ssim = 1.0 - ssim_map(pred_n, gt_n)
     return one_minus_ssim[valid4].mean()
 
 

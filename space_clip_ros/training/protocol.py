@@ -93,11 +93,8 @@ class EvalProtocol:
                 "nearest-neighbour sampling and the prediction bilinearly (the release's protocol; "
                 "not comparable with native-resolution numbers)"
             )
-        crop = {
-            "none": "no crop",
-            "garg": "the Garg crop",
-            "eigen": "the NYU Eigen crop [45:471, 41:601]" if self.dataset == "nyu" else "the KITTI Eigen crop",
-        }[self.crop]
+        eigen = "the NYU Eigen crop [45:471, 41:601]" if self.dataset == "nyu" else "the KITTI Eigen crop"
+        crop = {"none": "no crop", "garg": "the Garg crop", "eigen": eigen}[self.crop]
         text = (
             f"Protocol '{self.name}' (dataset {self.dataset}): scored {where}; {crop}; "
             f"valid pixels {self.min_depth_eval:g} < gt < {self.max_depth_eval:g} m, predictions clipped "
@@ -222,10 +219,14 @@ def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     are never blended, so sparse ground truth stays sparse.
     """
     image = np.asarray(image)
-    out_h, out_w = size
-    rows = np.minimum(np.floor(np.arange(out_h) * (image.shape[0] / out_h)).astype(np.int64), image.shape[0] - 1)
-    cols = np.minimum(np.floor(np.arange(out_w) * (image.shape[1] / out_w)).astype(np.int64), image.shape[1] - 1)
+    rows = _nearest_taps(image.shape[0], size[0])
+    cols = _nearest_taps(image.shape[1], size[1])
     return image[rows][:, cols]
+
+
+def _nearest_taps(in_size: int, out_size: int) -> np.ndarray:
+    src = np.floor(np.arange(out_size) * (in_size / out_size)).astype(np.int64)
+    return np.minimum(src, in_size - 1)
 
 
 def _as_2d(name: str, array: np.ndarray) -> np.ndarray:
@@ -233,7 +234,9 @@ def _as_2d(name: str, array: np.ndarray) -> np.ndarray:
     while array.ndim > 2 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D depth map (leading singleton axes allowed), got {array.shape}")
+        raise ValueError(
+            f"{name} must be a 2-D depth map (leading singleton axes allowed), got {array.shape}"
+        )
     return array
 
 
@@ -247,7 +250,9 @@ def crop_mask(shape: tuple[int, int], protocol: EvalProtocol) -> np.ndarray:
     return np.ones((h, w), dtype=bool)
 
 
-def evaluate_prediction(pred_native: np.ndarray, gt_native: np.ndarray, protocol: EvalProtocol) -> dict[str, float]:
+def evaluate_prediction(
+    pred_native: np.ndarray, gt_native: np.ndarray, protocol: EvalProtocol
+) -> dict[str, float]:
     """Score one image under ``protocol``; returns the nine metrics (+ ``boundary_*`` if enabled).
 
     ``pred_native`` is the model's depth map (metres) at any size, normally

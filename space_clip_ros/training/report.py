@@ -88,7 +88,9 @@ def metrics_table(aggregate: Mapping[str, Any]) -> str:
     header = "| region | " + " | ".join(title for _, title, _ in METRIC_COLUMNS) + " |"
     rule = "|---|" + "---|" * len(METRIC_COLUMNS)
     rows = [header, rule]
-    rows.append("| all valid | " + " | ".join(_format(aggregate.get(k), f) for k, _, f in METRIC_COLUMNS) + " |")
+    rows.append(
+        "| all valid | " + " | ".join(_format(aggregate.get(k), f) for k, _, f in METRIC_COLUMNS) + " |"
+    )
     if any(BOUNDARY_PREFIX + key in aggregate for key, _, _ in METRIC_COLUMNS):
         cells = [_format(aggregate.get(BOUNDARY_PREFIX + k), f) for k, _, f in METRIC_COLUMNS]
         rows.append("| boundary | " + " | ".join(cells) + " |")

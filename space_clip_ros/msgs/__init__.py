@@ -1,0 +1,68 @@
+"""Message <-> array conversion: images, depth (REP 118), CameraInfo scaling, point clouds.
+
+Plain functions over sensor_msgs message classes and numpy arrays; nothing here needs rclpy.
+"""
+
+from space_clip_ros.msgs.camera_info import (
+    CameraInfoError,
+    CameraIntrinsics,
+    camera_info_from_intrinsics,
+    scale_camera_info,
+)
+from space_clip_ros.msgs.image import (
+    COLORMAP_NAMES,
+    COMPRESSED_FORMATS,
+    DEPTH_ENCODINGS,
+    OUTPUT_COLOUR_ENCODINGS,
+    SUPPORTED_COLOUR_ENCODINGS,
+    ImageConversionError,
+    colorize_depth,
+    compressed_msg_to_rgb,
+    depth_to_image_msg,
+    image_msg_to_depth,
+    image_msg_to_rgb,
+    rgb_to_compressed_msg,
+    rgb_to_image_msg,
+    valid_depth_mask,
+)
+from space_clip_ros.msgs.pointcloud import (
+    XYZ_POINT_STEP,
+    XYZRGB_POINT_STEP,
+    PointCloudBuilder,
+    PointCloudError,
+    backproject_depth,
+    point_fields,
+    pointcloud2_to_rgb,
+    pointcloud2_to_xyz,
+    pointcloud2_to_xyz_grid,
+)
+
+__all__ = [
+    "COLORMAP_NAMES",
+    "COMPRESSED_FORMATS",
+    "DEPTH_ENCODINGS",
+    "OUTPUT_COLOUR_ENCODINGS",
+    "SUPPORTED_COLOUR_ENCODINGS",
+    "XYZRGB_POINT_STEP",
+    "XYZ_POINT_STEP",
+    "CameraInfoError",
+    "CameraIntrinsics",
+    "ImageConversionError",
+    "PointCloudBuilder",
+    "PointCloudError",
+    "backproject_depth",
+    "camera_info_from_intrinsics",
+    "colorize_depth",
+    "compressed_msg_to_rgb",
+    "depth_to_image_msg",
+    "image_msg_to_depth",
+    "image_msg_to_rgb",
+    "point_fields",
+    "pointcloud2_to_rgb",
+    "pointcloud2_to_xyz",
+    "pointcloud2_to_xyz_grid",
+    "rgb_to_compressed_msg",
+    "rgb_to_image_msg",
+    "scale_camera_info",
+    "valid_depth_mask",
+]
