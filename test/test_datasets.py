@@ -27,8 +27,8 @@ from space_clip_ros.training.augment import AugmenterConfig
 from space_clip_ros.training.datasets import BadSampleError, DepthDataset, DepthDatasetConfig
 from space_clip_ros.training.splits import holdout_validation, parse_split_file, scene_group
 
-KITTI_SMALL = KITTI_INTRINSICS.scaled(320, 96)
-NYU_SMALL = NYU_INTRINSICS.scaled(160, 120)
+KITTI_SMALL = KITTI_INTRINSICS.scaled_to(320, 96, align_pixel_centres=True)
+NYU_SMALL = NYU_INTRINSICS.scaled_to(160, 120, align_pixel_centres=True)
 
 
 @pytest.fixture(scope="module")

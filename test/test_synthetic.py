@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
+from space_clip_ros.data.camera import CameraIntrinsics
 from space_clip_ros.data.synthetic import (
     KITTI_INTRINSICS,
     NYU_INTRINSICS,
     CameraPose,
-    Intrinsics,
     SceneConfig,
     make_scene,
     render,
@@ -20,11 +20,11 @@ from space_clip_ros.data.synthetic import (
     trajectory,
 )
 
-SMALL_NYU = NYU_INTRINSICS.scaled(160, 120)
-SMALL_KITTI = KITTI_INTRINSICS.scaled(320, 96)
+SMALL_NYU = NYU_INTRINSICS.scaled_to(160, 120, align_pixel_centres=True)
+SMALL_KITTI = KITTI_INTRINSICS.scaled_to(320, 96, align_pixel_centres=True)
 
 
-def back_project(depth: np.ndarray, intrinsics: Intrinsics, pose: CameraPose) -> np.ndarray:
+def back_project(depth: np.ndarray, intrinsics: CameraIntrinsics, pose: CameraPose) -> np.ndarray:
     """World points (H, W, 3) of a depth map, with the optical-frame formulas of SPEC section 6."""
     v, u = np.mgrid[0 : depth.shape[0], 0 : depth.shape[1]]
     camera = np.stack(
@@ -147,10 +147,10 @@ def test_render_sequence_streams_the_trajectory():
 
 
 def test_intrinsics_scale_with_pixel_centres():
-    small = NYU_INTRINSICS.scaled(160, 120)
+    small = NYU_INTRINSICS.scaled_to(160, 120, align_pixel_centres=True)
     assert small.fx == pytest.approx(518.8579 / 4)
     assert small.cx == pytest.approx((325.5824 + 0.5) / 4 - 0.5)
-    back = small.scaled(640, 480)
+    back = small.scaled_to(640, 480, align_pixel_centres=True)
     assert back.cy == pytest.approx(NYU_INTRINSICS.cy)
     np.testing.assert_allclose(small.matrix()[:2, 2], [small.cx, small.cy])
 

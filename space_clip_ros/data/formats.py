@@ -28,10 +28,10 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from space_clip_ros.data.camera import CameraIntrinsics
 from space_clip_ros.data.synthetic import (
     KITTI_INTRINSICS,
     NYU_INTRINSICS,
-    Intrinsics,
     SceneConfig,
     make_scene,
     render,
@@ -234,7 +234,7 @@ class FolderMeta:
     depth_scale: float = NYU_DEPTH_SCALE
 
     @classmethod
-    def from_intrinsics(cls, intrinsics: Intrinsics, depth_scale: float = NYU_DEPTH_SCALE) -> FolderMeta:
+    def from_intrinsics(cls, intrinsics: CameraIntrinsics, depth_scale: float = NYU_DEPTH_SCALE) -> FolderMeta:
         return cls(
             intrinsics.fx,
             intrinsics.fy,
@@ -245,8 +245,8 @@ class FolderMeta:
             depth_scale,
         )
 
-    def intrinsics(self) -> Intrinsics:
-        return Intrinsics(self.fx, self.fy, self.cx, self.cy, self.width, self.height)
+    def intrinsics(self) -> CameraIntrinsics:
+        return CameraIntrinsics(self.fx, self.fy, self.cx, self.cy, self.width, self.height)
 
 
 def write_folder_meta(root: str | Path, meta: FolderMeta) -> Path:
@@ -370,7 +370,7 @@ def write_synthetic_kitti(
     n_train: int,
     n_test: int,
     *,
-    intrinsics: Intrinsics = KITTI_INTRINSICS,
+    intrinsics: CameraIntrinsics = KITTI_INTRINSICS,
     n_drives: int = 4,
     sparsity: Literal["scanlines", "random", "dense"] = "scanlines",
     keep_fraction: float = 0.2,
@@ -460,7 +460,7 @@ def write_synthetic_nyu(
     n_train: int,
     n_test: int,
     *,
-    intrinsics: Intrinsics = NYU_INTRINSICS,
+    intrinsics: CameraIntrinsics = NYU_INTRINSICS,
     n_scenes: int = 8,
     n_test_scenes: int = 3,
     seed: int = 0,
@@ -534,7 +534,7 @@ def write_synthetic_folder(
     n_frames: int,
     *,
     kind: Literal["indoor", "street"] = "indoor",
-    intrinsics: Intrinsics = NYU_INTRINSICS,
+    intrinsics: CameraIntrinsics = NYU_INTRINSICS,
     depth_format: Literal["png", "npy"] = "png",
     depth_scale: float = NYU_DEPTH_SCALE,
     seed: int = 0,

@@ -27,6 +27,8 @@ from typing import Literal
 
 import numpy as np
 
+from .camera import CameraIntrinsics
+
 SceneKind = Literal["indoor", "street"]
 
 # Texture kinds of a material (values stored in Scene.material_kind).
@@ -43,42 +45,10 @@ _NEAR = 1e-3  # nearest visible depth in metres
 # Camera model
 
 
-@dataclass(frozen=True)
-class Intrinsics:
-    """Pinhole intrinsics in pixels for an image of ``width`` x ``height``."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    def scaled(self, width: int, height: int) -> Intrinsics:
-        """Intrinsics of the same camera resampled to ``width`` x ``height``.
-
-        Pixel centres sit at integer coordinates, so a centre maps as ``(c + 0.5) * s - 0.5``.
-        """
-        sx = width / self.width
-        sy = height / self.height
-        return Intrinsics(
-            fx=self.fx * sx,
-            fy=self.fy * sy,
-            cx=(self.cx + 0.5) * sx - 0.5,
-            cy=(self.cy + 0.5) * sy - 0.5,
-            width=int(width),
-            height=int(height),
-        )
-
-    def matrix(self) -> np.ndarray:
-        """3x3 camera matrix K."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
-
-
 # KITTI 2011_09_26 left colour camera (P2) at the raw resolution.
-KITTI_INTRINSICS = Intrinsics(fx=721.5377, fy=721.5377, cx=609.5593, cy=172.854, width=1242, height=375)
+KITTI_INTRINSICS = CameraIntrinsics(fx=721.5377, fy=721.5377, cx=609.5593, cy=172.854, width=1242, height=375)
 # NYU Depth v2 Kinect colour camera (the values BTS and the NYU toolbox use).
-NYU_INTRINSICS = Intrinsics(fx=518.8579, fy=519.4696, cx=325.5824, cy=253.7362, width=640, height=480)
+NYU_INTRINSICS = CameraIntrinsics(fx=518.8579, fy=519.4696, cx=325.5824, cy=253.7362, width=640, height=480)
 
 
 @dataclass(frozen=True)
@@ -383,7 +353,7 @@ class _Hits:
     axis: np.ndarray  # (H, W) int8, axis of the face normal
 
 
-def render(scene: Scene, pose: CameraPose, intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+def render(scene: Scene, pose: CameraPose, intrinsics: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
     """Render one view.
 
     Returns:
@@ -465,7 +435,7 @@ _BOX_EDGES = np.array([(k, k | bit) for k in range(8) for bit in (1, 2, 4) if no
 
 
 def _screen_rects(
-    scene: Scene, rot: np.ndarray, origin: np.ndarray, intrinsics: Intrinsics
+    scene: Scene, rot: np.ndarray, origin: np.ndarray, intrinsics: CameraIntrinsics
 ) -> list[tuple[int, int, int, int] | None]:
     """Per box, the pixel rectangle (row0, row1, col0, col1) containing its image, or None if unseen.
 
@@ -701,7 +671,7 @@ class SyntheticFrame:
 
 
 def render_sequence(
-    scene: Scene, intrinsics: Intrinsics, n_frames: int, **trajectory_kwargs
+    scene: Scene, intrinsics: CameraIntrinsics, n_frames: int, **trajectory_kwargs
 ) -> Iterator[SyntheticFrame]:
     """Render the frames of ``trajectory(scene, n_frames)`` one by one (for simulators and writers)."""
     for index, pose in enumerate(trajectory(scene, n_frames, **trajectory_kwargs)):

@@ -1,0 +1,129 @@
+"""Pinhole camera intrinsics: the one camera model shared by scenes, datasets, messages and clouds.
+
+Resizing: with sx = W'/W and sy = H'/H, fx and cx scale by sx, fy and cy by sy. By default pixel
+*corners* are the fixed points of the resize (what image_proc's ``resize`` node publishes);
+``align_pixel_centres=True`` gives the exact map of a centre-aligned resample (cv2.resize, torch
+interpolate with align_corners=False), cx' = (cx + 0.5) * sx - 0.5. The two differ by
+0.5 * (sx - 1) pixels.
+
+``CameraIntrinsics.from_camera_info`` reads any object with sensor_msgs/CameraInfo's fields (it
+needs no ROS import): like image_geometry, the intrinsics of the image as delivered are the
+full-sensor K with the ROI offset removed and then divided by the binning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class CameraInfoError(ValueError):
+    """A CameraInfo or intrinsics set that cannot describe a pinhole camera."""
+
+
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    """Pinhole intrinsics (pixels) of an image of ``width`` x ``height`` pixels."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def validate(self) -> CameraIntrinsics:
+        """Raise :class:`CameraInfoError` unless these intrinsics describe a usable camera."""
+        for name in ("fx", "fy"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0.0):
+                raise CameraInfoError(f"focal length {name} = {value}; expected a finite value > 0")
+        for name in ("cx", "cy"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise CameraInfoError(f"principal point {name} = {value}; expected a finite value")
+        if self.width <= 0 or self.height <= 0:
+            raise CameraInfoError(
+                f"image size {self.width}x{self.height}; expected width and height > 0"
+            )
+        return self
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return self.width, self.height
+
+    def matrix(self) -> np.ndarray:
+        """The 3x3 camera matrix K."""
+        return np.array(
+            [[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]], dtype=np.float64
+        )
+
+    def scaled_to(self, width: int, height: int, *, align_pixel_centres: bool = False) -> CameraIntrinsics:
+        """The intrinsics of this image resized to ``width`` x ``height`` (see the module notes)."""
+        transform = resize_transform(self.width, self.height, width, height, align_pixel_centres)
+        k = transform @ self.matrix()
+        return CameraIntrinsics(
+            fx=float(k[0, 0]), fy=float(k[1, 1]), cx=float(k[0, 2]), cy=float(k[1, 2]),
+            width=int(width), height=int(height),
+        )
+
+    @classmethod
+    def from_camera_info(cls, msg: Any) -> CameraIntrinsics:
+        """Intrinsics of the image as delivered (K with ROI and binning applied), validated."""
+        transform, width, height = delivered_image_transform(msg)
+        k = transform @ np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        if not np.any(np.asarray(msg.k)):
+            raise CameraInfoError("CameraInfo K is all zeros: the camera is not calibrated")
+        return cls(
+            fx=float(k[0, 0]), fy=float(k[1, 1]), cx=float(k[0, 2]), cy=float(k[1, 2]),
+            width=width, height=height,
+        ).validate()
+
+
+def resize_transform(
+    width: int, height: int, new_width: int, new_height: int, align_pixel_centres: bool
+) -> np.ndarray:
+    """3x3 pixel-coordinate map from a width x height image to its resized copy."""
+    if width <= 0 or height <= 0:
+        raise CameraInfoError(f"cannot rescale from image size {width}x{height}; expected sizes > 0")
+    if new_width <= 0 or new_height <= 0:
+        raise CameraInfoError(
+            f"cannot rescale to image size {new_width}x{new_height}; expected sizes > 0"
+        )
+    sx, sy = new_width / width, new_height / height
+    # With pixel centres on integers, a centre-aligned resize maps u to (u + 0.5) * s - 0.5.
+    shift_x, shift_y = (0.5 * sx - 0.5, 0.5 * sy - 0.5) if align_pixel_centres else (0.0, 0.0)
+    return np.array([[sx, 0.0, shift_x], [0.0, sy, shift_y], [0.0, 0.0, 1.0]])
+
+
+def delivered_image_transform(msg: Any) -> tuple[np.ndarray, int, int]:
+    """Map from full-sensor pixels to the delivered image's pixels (ROI, then binning), and its size."""
+    binning_x = max(int(msg.binning_x), 1)  # 0 and 1 both mean "no binning"
+    binning_y = max(int(msg.binning_y), 1)
+    roi = msg.roi
+    roi_used = roi.width > 0 and roi.height > 0
+    offset_x, offset_y = (roi.x_offset, roi.y_offset) if roi_used else (0, 0)
+    full_width, full_height = (roi.width, roi.height) if roi_used else (msg.width, msg.height)
+    width, height = int(full_width) // binning_x, int(full_height) // binning_y
+    if width <= 0 or height <= 0:
+        raise CameraInfoError(
+            f"CameraInfo describes a {width}x{height} image (width {msg.width}, height {msg.height}, "
+            f"roi {roi.width}x{roi.height}, binning {msg.binning_x}x{msg.binning_y}); "
+            "expected width and height > 0"
+        )
+    transform = np.array(
+        [
+            [1.0 / binning_x, 0.0, -offset_x / binning_x],
+            [0.0, 1.0 / binning_y, -offset_y / binning_y],
+            [0.0, 0.0, 1.0],
+        ]
+    )
+    return transform, width, height
+
+
