@@ -15,9 +15,8 @@ setup(
         (f"share/{PACKAGE_NAME}", ["package.xml"]),
         (f"share/{PACKAGE_NAME}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE_NAME}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE_NAME}/config/train", glob("config/train/*.yaml")),
     ],
-    package_data={PACKAGE_NAME: ["model/configs/*.json"]},
-    include_package_data=True,
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="space_clip_ros maintainers",
@@ -27,6 +26,15 @@ setup(
     entry_points={
         "console_scripts": [
             "space-clip-info = space_clip_ros.cli.info:main",
+            "depth_node = space_clip_ros.ros.depth_node:main",
+            "camera_simulator = space_clip_ros.ros.camera_simulator:main",
+            "space-clip-train = space_clip_ros.cli.train:main",
+            "space-clip-eval = space_clip_ros.cli.evaluate:main",
+            "space-clip-predict = space_clip_ros.cli.predict:main",
+            "space-clip-benchmark = space_clip_ros.cli.benchmark:main",
+            "space-clip-export = space_clip_ros.cli.export:main",
+            "space-clip-bag = space_clip_ros.cli.bag:main",
+            "space-clip-demo = space_clip_ros.cli.demo:main",
         ],
     },
 )
