@@ -1,0 +1,279 @@
+"""The camera simulator node ``camera_simulator``: a camera driver without a camera.
+
+Publishes ``image_raw`` (sensor_msgs/Image, rgb8 or bgr8; or ``image_raw/compressed`` as JPEG/PNG)
+and ``camera_info`` at a set rate, as a real driver does: both messages of a frame carry the same
+stamp (the time of capture) and the optical frame id, and the CameraInfo's K is the intrinsics of
+the published pixels. Frames come from :mod:`space_clip_ros.data.frame_sources` (a synthetic scene
+the camera moves through, a folder of images with an intrinsics file, or a video file); the
+messages are built by ``msgs``. Start it in the camera's namespace, e.g.::
+
+    camera_simulator --ros-args -r __ns:=/camera/color -p source:=synthetic -p rate:=10.0
+
+which gives /camera/color/image_raw and /camera/color/camera_info, the depth launch file's defaults.
+With ``max_frames`` > 0, or a source that does not loop, the node exits after the last frame.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from space_clip_ros.data.frame_sources import (
+    SCENE_KINDS,
+    SOURCE_KINDS,
+    CameraModel,
+    FrameSourceConfig,
+    FrameSourceError,
+    SourceFrame,
+    open_frame_source,
+)
+from space_clip_ros.msgs import (
+    COMPRESSED_FORMATS,
+    camera_info_from_intrinsics,
+    depth_to_image_msg,
+    rgb_to_compressed_msg,
+    rgb_to_image_msg,
+)
+
+NODE_NAME = "camera_simulator"
+IMAGE_TOPIC = "image_raw"
+COMPRESSED_IMAGE_TOPIC = "image_raw/compressed"
+CAMERA_INFO_TOPIC = "camera_info"
+GROUND_TRUTH_TOPIC = "ground_truth/depth"
+OUTPUT_ENCODINGS = ("rgb8", "bgr8")
+IMAGE_TRANSPORTS = ("raw", "compressed")
+RELIABILITIES = ("reliable", "best_effort")
+QOS_DEPTH = 5
+
+EXIT_OK = 0
+EXIT_SOURCE_ERROR = 2
+
+
+@dataclass(frozen=True)
+class SimulatorParameter:
+    """One parameter of the simulator: name, default (its type is the parameter's type), help."""
+
+    name: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()
+    min_value: float | None = None
+    max_value: float | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        constraints = f"one of: {', '.join(self.choices)}" if self.choices else ""
+        descriptor = ParameterDescriptor(
+            name=self.name, description=self.description, additional_constraints=constraints, read_only=True
+        )
+        if self.min_value is not None and isinstance(self.default, float):
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=float(self.min_value), to_value=float(self.max_value), step=0.0)
+            ]
+        elif self.min_value is not None:
+            descriptor.integer_range = [
+                IntegerRange(from_value=int(self.min_value), to_value=int(self.max_value), step=1)
+            ]
+        return descriptor
+
+
+PARAMETERS: tuple[SimulatorParameter, ...] = (
+    SimulatorParameter("source", "synthetic", "Where frames come from: synthetic (a generated scene the camera "
+                       "moves through), folder (images + intrinsics file) or video (a video file).",
+                       choices=SOURCE_KINDS),
+    SimulatorParameter("rate", 10.0, "Frames per second to publish.", min_value=0.1, max_value=1000.0),
+    SimulatorParameter("width", 0, "Image width in pixels; 0 (with height 0): the source's size "
+                       "(synthetic: 640x480 indoor, 832x256 street).", min_value=0, max_value=8192),
+    SimulatorParameter("height", 0, "Image height in pixels; 0 (with width 0): the source's size.",
+                       min_value=0, max_value=8192),
+    SimulatorParameter("scene", "indoor", "Synthetic scene kind: indoor (a furnished room, NYU-like camera) or "
+                       "street (a road with buildings and cars, KITTI-like camera).", choices=SCENE_KINDS),
+    SimulatorParameter("seed", 0, "Synthetic scene seed (same seed, same scene).", min_value=0, max_value=2**31 - 1),
+    SimulatorParameter("frames_per_pass", 100, "Synthetic: frames for one pass of the camera along the scene's "
+                       "path (more frames, slower motion).", min_value=1, max_value=100000),
+    SimulatorParameter("loop", True, "Start again after the last frame (synthetic: go back along the path); "
+                       "false: exit after the last frame."),
+    SimulatorParameter("max_frames", 0, "Exit after publishing this many frames; 0: no limit.",
+                       min_value=0, max_value=2**31 - 1),
+    SimulatorParameter("frame_id", "camera_color_optical_frame", "header.frame_id of image and camera_info "
+                       "(the camera's optical frame: z forward, x right, y down)."),
+    SimulatorParameter("folder", "", "Source folder: the images (or its rgb/ sub-folder), in name order."),
+    SimulatorParameter("image_pattern", "*", "Folder: glob pattern of the image file names, e.g. color_*.png."),
+    SimulatorParameter("intrinsics_file", "", "YAML/JSON intrinsics (fx, fy, cx, cy, width, height, or the ROS "
+                       "camera_calibration format). Empty: <folder>/intrinsics.yaml for folder; a field of view "
+                       "guess (fov_deg) for video."),
+    SimulatorParameter("video_path", "", "Source video: a video file OpenCV can read."),
+    SimulatorParameter("fov_deg", 60.0, "Video without intrinsics file: horizontal field of view assumed.",
+                       min_value=1.0, max_value=179.0),
+    SimulatorParameter("encoding", "rgb8", "Raw image encoding.", choices=OUTPUT_ENCODINGS),
+    SimulatorParameter("image_transport", "raw", "raw: sensor_msgs/Image on image_raw; compressed: "
+                       "sensor_msgs/CompressedImage on image_raw/compressed.", choices=IMAGE_TRANSPORTS),
+    SimulatorParameter("compressed_format", "jpeg", "Compression of image_raw/compressed.",
+                       choices=COMPRESSED_FORMATS),
+    SimulatorParameter("reliability", "reliable", "QoS reliability of the publishers (keep last 5).",
+                       choices=RELIABILITIES),
+    SimulatorParameter("publish_ground_truth", False, "Synthetic: also publish the exact depth (32FC1 metres, "
+                       "NaN where none) on ground_truth/depth, stamped like the image."),
+)
+
+
+@dataclass(frozen=True)
+class SimulatorSettings:
+    """The simulator's parameter values, typed."""
+
+    source: FrameSourceConfig
+    rate: float
+    max_frames: int
+    frame_id: str
+    encoding: str
+    image_transport: str
+    compressed_format: str
+    reliability: str
+    publish_ground_truth: bool
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> SimulatorSettings:
+        for spec in PARAMETERS:
+            if spec.choices and values[spec.name] not in spec.choices:
+                raise FrameSourceError(f"{spec.name} must be one of {', '.join(spec.choices)}, "
+                                       f"got {values[spec.name]!r}")
+        source = FrameSourceConfig(
+            source=values["source"], width=values["width"], height=values["height"], loop=values["loop"],
+            scene=values["scene"], seed=values["seed"], frames_per_pass=values["frames_per_pass"],
+            folder=values["folder"], image_pattern=values["image_pattern"],
+            intrinsics_file=values["intrinsics_file"], video_path=values["video_path"],
+            fov_deg=float(values["fov_deg"]),
+        )
+        return cls(
+            source=source, rate=float(values["rate"]), max_frames=values["max_frames"], frame_id=values["frame_id"],
+            encoding=values["encoding"], image_transport=values["image_transport"],
+            compressed_format=values["compressed_format"], reliability=values["reliability"],
+            publish_ground_truth=values["publish_ground_truth"],
+        )
+
+
+@dataclass(frozen=True)
+class CameraMessages:
+    image: Image | CompressedImage
+    camera_info: CameraInfo
+    ground_truth: Image | None = None
+
+
+def camera_messages(
+    frame: SourceFrame, camera: CameraModel, header: Header, settings: SimulatorSettings
+) -> CameraMessages:
+    """The messages a camera driver publishes for one frame, all with ``header`` (no rclpy here)."""
+    if settings.image_transport == "compressed":
+        image = rgb_to_compressed_msg(frame.rgb, header, settings.compressed_format)
+    else:
+        image = rgb_to_image_msg(frame.rgb, header, settings.encoding)
+    info = camera_info_from_intrinsics(camera.intrinsics, header, camera.distortion_model)
+    if camera.distortion:
+        info.d = list(camera.distortion)
+    ground_truth = None
+    if settings.publish_ground_truth and frame.depth is not None:
+        ground_truth = depth_to_image_msg(frame.depth, header)
+    return CameraMessages(image, info, ground_truth)
+
+
+class CameraSimulator(Node):
+    """Publishes the frames of a frame source as a camera driver would (see the module notes)."""
+
+    def __init__(self, **node_options) -> None:
+        super().__init__(NODE_NAME, **node_options)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        self._settings = SimulatorSettings.from_values(values)
+        self._source = open_frame_source(self._settings.source)
+        self._frames = iter(self._source)
+        self.published = 0
+        #: Done when the last frame went out (max_frames reached or a non-looping source ended).
+        self.finished = Future()
+
+        qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=QOS_DEPTH,
+            reliability=ReliabilityPolicy.RELIABLE if self._settings.reliability == "reliable"
+            else ReliabilityPolicy.BEST_EFFORT,
+        )
+        if self._settings.image_transport == "compressed":
+            self._image_pub = self.create_publisher(CompressedImage, COMPRESSED_IMAGE_TOPIC, qos)
+        else:
+            self._image_pub = self.create_publisher(Image, IMAGE_TOPIC, qos)
+        self._info_pub = self.create_publisher(CameraInfo, CAMERA_INFO_TOPIC, qos)
+        self._truth_pub = (
+            self.create_publisher(Image, GROUND_TRUTH_TOPIC, qos) if self._settings.publish_ground_truth else None
+        )
+        self._timer = self.create_timer(1.0 / self._settings.rate, self._publish_next)
+        settings, camera = self._settings, self._source.camera.intrinsics
+        pixels = settings.encoding if settings.image_transport == "raw" else settings.compressed_format
+        self.get_logger().info(
+            f"{self._source.describe()}: publishing {self._image_pub.topic_name} ({pixels}) and "
+            f"{self._info_pub.topic_name} at {settings.rate:g} Hz, frame '{settings.frame_id}', "
+            f"fx {camera.fx:.1f} fy {camera.fy:.1f} cx {camera.cx:.1f} cy {camera.cy:.1f}"
+        )
+
+    def _publish_next(self) -> None:
+        if self.finished.done():
+            return
+        frame = next(self._frames, None)
+        if frame is None:
+            self._finish("the source has no more frames")
+            return
+        # One stamp for both messages: the capture time, as a driver stamps them.
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self._settings.frame_id)
+        messages = camera_messages(frame, self._source.camera, header, self._settings)
+        self._image_pub.publish(messages.image)
+        self._info_pub.publish(messages.camera_info)
+        if self._truth_pub is not None and messages.ground_truth is not None:
+            self._truth_pub.publish(messages.ground_truth)
+        self.published += 1
+        if 0 < self._settings.max_frames <= self.published:
+            self._finish(f"max_frames={self._settings.max_frames} reached")
+
+    def _finish(self, reason: str) -> None:
+        self._timer.cancel()
+        self.get_logger().info(f"published {self.published} frame(s); stopping: {reason}")
+        self.finished.set_result(self.published)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``ros2 run space_clip_ros camera_simulator`` (rclpy reads ``--ros-args``)."""
+    logger = rclpy.logging.get_logger(NODE_NAME)
+    try:
+        rclpy.init(args=args)
+    except _rclpy.RCLError as exc:
+        logger.fatal(f"cannot parse the command line: {exc}")
+        return EXIT_SOURCE_ERROR
+    try:
+        node = CameraSimulator()
+    except (FrameSourceError, rclpy.exceptions.ParameterException) as exc:
+        logger.fatal(f"refusing to start: {exc}")
+        rclpy.try_shutdown()
+        return EXIT_SOURCE_ERROR
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin_until_future_complete(node.finished)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        node.get_logger().info(f"published {node.published} frame(s); stopping: interrupted")
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The depth node's topic names (relative, so namespaces and remapping apply) and their table.
+
+One table read by the node (names), the RViz-config test and the docs (topic table), so they
+cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+# Inputs
+IMAGE = "image"
+COMPRESSED_SUFFIX = "compressed"  # image_transport's name for the compressed sub-topic
+CAMERA_INFO = "camera_info"
+# Outputs
+DEPTH_IMAGE = "depth/image"
+DEPTH_CAMERA_INFO = "depth/camera_info"
+POINTS = "points"
+DEPTH_COLORED = "depth/colored"
+IMAGE_EMBEDDING = "clip/image_embedding"
+DIAGNOSTICS = "/diagnostics"  # absolute: the diagnostic aggregator listens there
+
+
+def compressed_image_topic(resolve: Callable[..., str]) -> str:
+    """The topic a compressed-input node subscribes to, the way image_transport picks it.
+
+    ``resolve`` is ``Node.resolve_topic_name``. An explicit remapping of ``image/compressed`` wins;
+    otherwise it is the (remapped) ``image`` topic + ``/compressed``, so that remapping ``image``
+    alone (as the launch file does) moves both.
+    """
+    own_name = f"{IMAGE}/{COMPRESSED_SUFFIX}"
+    remapped = resolve(own_name)
+    if remapped != resolve(own_name, only_expand=True):
+        return remapped
+    return f"{resolve(IMAGE)}/{COMPRESSED_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    message_type: str
+    direction: str  # "subscribes" or "publishes"
+    qos: str
+    when: str
+
+
+SENSOR_QOS_TEXT = "sensor data: best effort, keep last `qos_depth`, volatile"
+OUTPUT_QOS_TEXT = "`publisher_reliability` (reliable by default), keep last 5, volatile"
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(IMAGE, "sensor_msgs/Image", "subscribes", SENSOR_QOS_TEXT,
+              "`image_transport: raw` (rgb8, bgr8, rgba8, bgra8, mono8, mono16 and OpenCV aliases)"),
+    TopicSpec(f"{IMAGE}/{COMPRESSED_SUFFIX}", "sensor_msgs/CompressedImage", "subscribes", SENSOR_QOS_TEXT,
+              "`image_transport: compressed` (JPEG or PNG); follows a remapped `image`"),
+    TopicSpec(CAMERA_INFO, "sensor_msgs/CameraInfo", "subscribes", SENSOR_QOS_TEXT,
+              "always; needed for point clouds, depth/camera_info and focal rescaling"),
+    TopicSpec(DEPTH_IMAGE, "sensor_msgs/Image", "publishes", OUTPUT_QOS_TEXT,
+              "every processed frame: 32FC1 metres (NaN invalid) or 16UC1 mm (0 invalid)"),
+    TopicSpec(DEPTH_CAMERA_INFO, "sensor_msgs/CameraInfo", "publishes", OUTPUT_QOS_TEXT,
+              "every processed frame once a CameraInfo has arrived; K, P, size scaled to depth/image"),
+    TopicSpec(POINTS, "sensor_msgs/PointCloud2", "publishes", OUTPUT_QOS_TEXT,
+              "`publish_points` and a CameraInfo has arrived; float32 xyz (+ rgb), depth_image_proc layout"),
+    TopicSpec(DEPTH_COLORED, "sensor_msgs/Image", "publishes", OUTPUT_QOS_TEXT,
+              "`publish_colored`: bgr8 colour-mapped depth for viewing"),
+    TopicSpec(IMAGE_EMBEDDING, "std_msgs/Float32MultiArray", "publishes", OUTPUT_QOS_TEXT,
+              "`publish_embedding`: the frame's CLIP image embedding (dim label `clip_image_embedding`)"),
+    TopicSpec(DIAGNOSTICS, "diagnostic_msgs/DiagnosticArray", "publishes", "reliable, keep last 10",
+              "once a second: rates, drops, latency, device, model, errors"),
+)
+
+
+def render_markdown_table(topics: Iterable[TopicSpec] = TOPICS) -> str:
+    """The topic table of docs/ros_node.md."""
+    lines = ["| topic | type | direction | QoS | when |", "|---|---|---|---|---|"]
+    for topic in topics:
+        lines.append(
+            f"| `{topic.name}` | {topic.message_type} | {topic.direction} | {topic.qos} | {topic.when} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,496 @@
+"""Reusable helpers for tests that run a node as its own process and talk to it over real DDS.
+
+* :class:`NodeProcess` starts a console-script node (e.g. ``depth_node``) the way ``ros2 run`` /
+  ``ros2 launch`` would, captures its output (ROS logs go to stderr) in a file, waits for log
+  lines, measures its memory and stops it.
+* :func:`depth_node_command` builds the depth node's command line from the launch file's own
+  remappings and parameter overrides, so the tests start it exactly as the launch file does.
+* :class:`RosTestClient` is an rclpy context + node spinning in a background thread: publishers,
+  :class:`MessageCollector` subscriptions, and parameter service calls.
+* Message factories for images, compressed images and CameraInfo, and :func:`make_tiny_checkpoint`
+  (a small, fast, deterministic model whose decoder predicts depths of a few metres).
+
+Isolation: each test module gets its own ROS domain id (:func:`module_domain_id`) and a unique
+namespace (:func:`unique_namespace`), so parallel runs and other modules do not cross-talk.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PARAMS_FILE = REPO_ROOT / "config" / "depth.yaml"
+RVIZ_FILE = REPO_ROOT / "config" / "depth.rviz"
+LAUNCH_FILE = REPO_ROOT / "launch" / "depth.launch.py"
+DOCS_FILE = REPO_ROOT / "docs" / "ros_node.md"
+
+#: The tiny open_clip tower of conftest's ``tiny_backbone_config`` (12 blocks, width 64).
+TINY_VISION_OVERRIDES: dict[str, int] = {"width": 64, "head_width": 32}
+#: The tiny decoder of conftest's ``tiny_decoder_config``.
+TINY_DECODER = {"channels": [32, 16, 16, 8], "film_hidden": 32}
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+# ---- processes --------------------------------------------------------------------------------
+def find_executable(name: str) -> str:
+    """A console script of this environment (beside the running Python first, then on PATH)."""
+    sibling = Path(sys.executable).with_name(name)
+    if sibling.is_file() and os.access(sibling, os.X_OK):
+        return str(sibling)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"console script '{name}' not found beside {sys.executable} or on PATH")
+    return found
+
+
+def module_domain_id(module_name: str) -> int:
+    """A ROS domain id for one test module, derived from the session's and the module's name."""
+    base = int(os.environ.get("ROS_DOMAIN_ID", "0"))
+    return 1 + (base + zlib.crc32(module_name.encode())) % 100
+
+
+def unique_namespace(prefix: str = "t") -> str:
+    return f"/{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+
+def node_environment(domain_id: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a node process: the test's own, plus unbuffered, uncoloured logging."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "ROS_DOMAIN_ID": str(domain_id),
+            "ROS_AUTOMATIC_DISCOVERY_RANGE": env.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"),
+            "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
+            "RCUTILS_COLORIZED_OUTPUT": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def ros_argument_value(value: Any) -> str:
+    """A value for ``-p name:=VALUE``: rcl reads it as YAML, so strings are quoted (JSON is YAML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def load_launch_module(path: Path = LAUNCH_FILE) -> ModuleType:
+    """Import a launch file as a module (it must not import launch at its top)."""
+    spec = importlib.util.spec_from_file_location("launch_file_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def depth_node_command(
+    *,
+    namespace: str = "",
+    image: str = "/camera/color/image_raw",
+    camera_info: str = "/camera/color/camera_info",
+    params_file: Path | str = PARAMS_FILE,
+    checkpoint: str = "",
+    device: str = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+    executable: str = "depth_node",
+) -> list[str]:
+    """The depth node's command line, built from the launch file's remappings and parameters.
+
+    ``overrides`` are extra ``-p`` parameters (e.g. ``vision_overrides`` for the tiny backbone).
+    """
+    launch = load_launch_module()
+    command = [find_executable(executable), "--ros-args", "-r", f"__node:={launch.NODE_NAME}"]
+    if namespace:
+        command += ["-r", f"__ns:={namespace}"]
+    for source, target in launch.node_remappings(image, camera_info):
+        command += ["-r", f"{source}:={target}"]
+    for entry in launch.node_parameters(str(params_file), checkpoint, device):
+        if isinstance(entry, str):
+            command += ["--params-file", entry]
+        else:
+            for name, value in entry.items():
+                command += ["-p", f"{name}:={ros_argument_value(value)}"]
+    for name, value in (overrides or {}).items():
+        command += ["-p", f"{name}:={ros_argument_value(value)}"]
+    return command
+
+
+class NodeProcess:
+    """A node started as its own process, its output (stdout + stderr) captured to a file."""
+
+    def __init__(self, command: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.command = list(command)
+        self.log_path = Path(log_path)
+        self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        # A file, not a pipe: nobody has to drain it for the node to keep running.
+        self.process = subprocess.Popen(
+            self.command, stdout=self._log_file, stderr=subprocess.STDOUT, env=dict(env), cwd=REPO_ROOT
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = DEFAULT_TIMEOUT_S, start: int = 0) -> re.Match:
+        """The first match of regex ``pattern`` in the log after character ``start``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self.log(), start)
+            if match:
+                return match
+            if not self.running:
+                match = regex.search(self.log(), start)  # lines written just before exiting
+                if match:
+                    return match
+                raise AssertionError(
+                    f"node exited (code {self.process.returncode}) before logging /{pattern}/:\n{self.log()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no /{pattern}/ in the node's log within {timeout} s:\n{self.log()}")
+            time.sleep(0.1)
+
+    def wait_exit(self, timeout: float = DEFAULT_TIMEOUT_S) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def rss_bytes(self) -> int:
+        import psutil
+
+        return psutil.Process(self.pid).memory_info().rss
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGINT (what Ctrl-C and ros2 launch send), then SIGKILL if it does not end in time."""
+        if self.running:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+        self._log_file.close()
+        return self.process.returncode
+
+
+# ---- an rclpy client in the test process ----------------------------------------------------------
+class MessageCollector:
+    """Keeps every message a subscription receives (thread-safe reads)."""
+
+    def __init__(self) -> None:
+        self._messages: list[Any] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, message: Any) -> None:
+        with self._lock:
+            self._messages.append(message)
+
+    @property
+    def messages(self) -> list[Any]:
+        with self._lock:
+            return list(self._messages)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._messages.clear()
+
+    def find(self, predicate: Callable[[Any], bool]) -> Any | None:
+        return next((message for message in self.messages if predicate(message)), None)
+
+    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = DEFAULT_TIMEOUT_S,
+                 what: str = "a matching message") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.find(predicate)
+            if found is not None:
+                return found
+            time.sleep(0.02)
+        raise AssertionError(f"no {what} within {timeout} s ({len(self.messages)} messages received)")
+
+    def wait_for_stamp(self, stamp: Any, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+        return self.wait_for(lambda m: same_stamp(m.header.stamp, stamp), timeout,
+                             what=f"message stamped {stamp.sec}.{stamp.nanosec:09d}")
+
+
+class RosTestClient:
+    """An rclpy context, node and executor thread of its own, on a given domain."""
+
+    def __init__(self, domain_id: int, name: str = "test_client") -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(f"{name}_{os.getpid()}", context=self.context)
+        self._executor = SingleThreadedExecutor(context=self.context)
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            while self.context.ok():
+                self._executor.spin_once(timeout_sec=0.05)
+        except ExternalShutdownException:
+            pass
+
+    @staticmethod
+    def qos(reliable: bool = True, depth: int = 100):
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        return QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=depth,
+            reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        )
+
+    def collect(self, topic: str, message_type: type, reliable: bool = True, depth: int = 100) -> MessageCollector:
+        collector = MessageCollector()
+        self.node.create_subscription(message_type, topic, collector, self.qos(reliable, depth))
+        return collector
+
+    def publisher(self, topic: str, message_type: type, reliable: bool = True, depth: int = 10):
+        return self.node.create_publisher(message_type, topic, self.qos(reliable, depth))
+
+    @staticmethod
+    def wait_for_subscribers(publisher, count: int = 1, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while publisher.get_subscription_count() < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no subscriber on {publisher.topic_name} within {timeout} s")
+            time.sleep(0.05)
+
+    def wait_for_publishers(self, topic: str, count: int = 1, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while self.node.count_publishers(topic) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no publisher on {topic} within {timeout} s")
+            time.sleep(0.05)
+
+    def _call(self, service_type: type, service_name: str, request: Any, timeout: float) -> Any:
+        client = self.node.create_client(service_type, service_name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise AssertionError(f"service {service_name} not available within {timeout} s")
+            future = client.call_async(request)
+            deadline = time.monotonic() + timeout
+            while not future.done():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no answer from {service_name} within {timeout} s")
+                time.sleep(0.02)
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def set_parameters(self, node_name: str, values: Mapping[str, Any], atomically: bool = False,
+                       timeout: float = DEFAULT_TIMEOUT_S) -> list:
+        """SetParameters (or SetParametersAtomically) on ``node_name``; the SetParametersResult(s)."""
+        from rcl_interfaces.srv import SetParameters, SetParametersAtomically
+        from rclpy.parameter import Parameter
+
+        parameters = [Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]
+        if atomically:
+            request = SetParametersAtomically.Request(parameters=parameters)
+            return [self._call(SetParametersAtomically, f"{node_name}/set_parameters_atomically",
+                               request, timeout).result]
+        request = SetParameters.Request(parameters=parameters)
+        return list(self._call(SetParameters, f"{node_name}/set_parameters", request, timeout).results)
+
+    def get_parameters(self, node_name: str, names: Iterable[str],
+                       timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        names = list(names)
+        response = self._call(GetParameters, f"{node_name}/get_parameters", GetParameters.Request(names=names),
+                              timeout)
+        return {name: parameter_value_to_python(value) for name, value in zip(names, response.values)}
+
+    def close(self) -> None:
+        import rclpy
+
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=5)
+        self._executor.shutdown()
+
+
+# ---- messages ---------------------------------------------------------------------------------
+def make_stamp(sec: int, nanosec: int = 0):
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=int(sec), nanosec=int(nanosec))
+
+
+def same_stamp(a: Any, b: Any) -> bool:
+    return a.sec == b.sec and a.nanosec == b.nanosec
+
+
+def pattern_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A (H, W, 3) uint8 RGB picture with gradients and blocks (something for the model to see)."""
+    rng = np.random.default_rng(seed)
+    rows = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    cols = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    picture = np.stack([np.broadcast_to(rows, (height, width)), np.broadcast_to(cols, (height, width)),
+                        (rows + cols) / 2], axis=-1)
+    block = max(height // 4, 1)
+    for _ in range(4):
+        y, x = rng.integers(0, max(height - block, 1)), rng.integers(0, max(width - block, 1))
+        picture[y:y + block, x:x + block] = rng.integers(0, 255, 3)
+    return picture.astype(np.uint8)
+
+
+def image_message(rgb: np.ndarray, encoding: str, stamp: Any, frame_id: str):
+    """An Image of ``rgb`` in rgb8, bgr8, mono8 (via space_clip_ros.msgs) or rgba8 / bgra8."""
+    import cv2
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from space_clip_ros.msgs import rgb_to_image_msg
+
+    header = Header(stamp=stamp, frame_id=frame_id)
+    if encoding in ("rgb8", "bgr8", "mono8"):
+        return rgb_to_image_msg(rgb, header, encoding=encoding)
+    if encoding in ("rgba8", "bgra8"):
+        code = cv2.COLOR_RGB2RGBA if encoding == "rgba8" else cv2.COLOR_RGB2BGRA
+        pixels = cv2.cvtColor(rgb, code)
+        height, width = rgb.shape[:2]
+        return Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+                     step=width * 4, data=pixels.tobytes())
+    raise ValueError(f"test helper cannot make encoding {encoding}")
+
+
+def raw_image_message(encoding: str, width: int, height: int, step: int, data: bytes, stamp: Any,
+                      frame_id: str):
+    """An Image with exactly these fields (for malformed-input tests)."""
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    return Image(header=Header(stamp=stamp, frame_id=frame_id), height=height, width=width,
+                 encoding=encoding, is_bigendian=0, step=step, data=data)
+
+
+def compressed_message(rgb: np.ndarray, fmt: str, stamp: Any, frame_id: str):
+    from std_msgs.msg import Header
+
+    from space_clip_ros.msgs import rgb_to_compressed_msg
+
+    return rgb_to_compressed_msg(rgb, Header(stamp=stamp, frame_id=frame_id), fmt)
+
+
+def camera_info_message(width: int, height: int, fx: float, fy: float, cx: float, cy: float,
+                        frame_id: str, stamp: Any | None = None):
+    """A distortion-free CameraInfo with these intrinsics, built field by field (no validation),
+    so that tests can also make deliberately broken ones (zero focal length)."""
+    from sensor_msgs.msg import CameraInfo
+    from std_msgs.msg import Header
+
+    return CameraInfo(
+        header=Header(stamp=stamp or make_stamp(0), frame_id=frame_id),
+        width=width,
+        height=height,
+        distortion_model="plumb_bob",
+        d=[0.0] * 5,
+        k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
+        r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+    )
+
+
+# ---- a small trained-looking model ------------------------------------------------------------
+def make_tiny_checkpoint(directory: Path, *, train_focal: float | None = None,
+                         train_image_size: tuple[int, int] | None = None,
+                         depth_offset_m: float = 2.5, depth_gain: float = 100.0) -> tuple[Path, Path]:
+    """A tiny backbone weights file and a decoder checkpoint for it; (checkpoint, weights) paths.
+
+    The decoder's last convolution is scaled so that depth varies over a few metres around
+    ``depth_offset_m`` (a random decoder predicts ~0 everywhere, which would test nothing).
+    Both the node and the test load the same files, so they compute the same depth.
+    """
+    import torch
+
+    from space_clip_ros.model import (
+        BackboneConfig,
+        DecoderConfig,
+        ModelConfig,
+        SpaceClip,
+        build_backbone,
+        make_record,
+        save_checkpoint,
+        save_vision_weights,
+    )
+
+    directory = Path(directory)
+    torch.manual_seed(0)
+    weights = save_vision_weights(
+        build_backbone(BackboneConfig(vision_overrides=dict(TINY_VISION_OVERRIDES))), directory / "tiny_vit.safetensors"
+    )
+    config = ModelConfig(
+        backbone=BackboneConfig(pretrained=str(weights), vision_overrides=dict(TINY_VISION_OVERRIDES)),
+        decoder=DecoderConfig.from_dict(dict(TINY_DECODER)),
+    )
+    model = SpaceClip(config)
+    last_conv = model.decoder.head.net[1]
+    with torch.no_grad():
+        last_conv.weight.mul_(depth_gain)
+        last_conv.bias.fill_(depth_offset_m)
+    record = make_record(
+        model,
+        train_focal=train_focal,
+        train_image_size=list(train_image_size) if train_image_size else None,
+        dataset="ros test fixture",
+    )
+    checkpoint = directory / "tiny_decoder"
+    save_checkpoint(checkpoint, model.decoder.state_dict(), record)
+    return checkpoint, weights
+
+
+def local_predictor(checkpoint: Path, weights: Path):
+    """The same model the node loads, in the test process (CPU)."""
+    from space_clip_ros.inference.predictor import DepthPredictor
+    from space_clip_ros.model import BackboneConfig
+
+    backbone = BackboneConfig(pretrained=str(weights), vision_overrides=dict(TINY_VISION_OVERRIDES))
+    return DepthPredictor.from_checkpoint(checkpoint, backbone=backbone, device="cpu")
+
+
+def diagnostic_values(array_msg: Any, name_contains: str) -> dict[str, str] | None:
+    """KeyValues of the first status whose name contains ``name_contains``."""
+    for status in array_msg.status:
+        if name_contains in status.name:
+            return {kv.key: kv.value for kv in status.values}
+    return None
+
+
+def ceil_div(a: int, b: int) -> int:
+    return int(math.ceil(a / b))

@@ -1,0 +1,139 @@
+"""The depth node's parameter table: values, ranges, rules between parameters, descriptors, docs table.
+
+No ROS graph here: these are the plain functions the node's parameter callbacks call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+from rcl_interfaces.msg import ParameterType
+
+from space_clip_ros.ros.parameters import (
+    PARAMETERS,
+    PARAMETERS_BY_NAME,
+    DepthNodeSettings,
+    check_changes,
+    check_consistency,
+    check_value,
+    render_markdown_table,
+)
+
+RUNTIME = {"points_stride", "min_depth", "max_depth", "points_max_range", "colormap", "publish_points",
+           "publish_colored", "publish_embedding", "points_organized", "points_rgb", "process_every_n",
+           "depth_encoding", "focal_rescale", "frame_id", "output_width", "output_height"}
+READ_ONLY = {"checkpoint", "backbone", "pretrained", "vision_overrides", "device", "precision",
+             "image_transport", "qos_depth", "publisher_reliability"}
+
+
+def test_table_names_are_unique_and_match_the_settings_snapshot():
+    names = [spec.name for spec in PARAMETERS]
+    assert len(names) == len(set(names))
+    assert names == [f.name for f in dataclasses.fields(DepthNodeSettings)]
+
+
+def test_what_may_change_at_runtime():
+    assert {spec.name for spec in PARAMETERS if spec.read_only} == READ_ONLY
+    assert {spec.name for spec in PARAMETERS if not spec.read_only} == RUNTIME
+
+
+@pytest.mark.parametrize("spec", PARAMETERS, ids=lambda s: s.name)
+def test_every_default_is_valid_and_described(spec):
+    assert spec.check(spec.default) is None
+    descriptor = spec.descriptor()
+    assert descriptor.name == spec.name
+    assert len(descriptor.description) > 30
+    assert descriptor.read_only == spec.read_only
+    assert ("Read-only" in descriptor.description) == spec.read_only
+    expected_type = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+                     float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+    assert descriptor.type == expected_type[type(spec.default)]
+    if isinstance(spec.default, float):
+        (float_range,) = descriptor.floating_point_range
+        assert (float_range.from_value, float_range.to_value) == (spec.min_value, spec.max_value)
+    elif isinstance(spec.default, int) and not isinstance(spec.default, bool):
+        (int_range,) = descriptor.integer_range
+        assert (int_range.from_value, int_range.to_value, int_range.step) == (spec.min_value, spec.max_value, 1)
+    if spec.choices:
+        assert all(choice in descriptor.additional_constraints for choice in spec.choices)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("points_stride", 0, ">= 1"),
+        ("points_stride", -1, ">= 1"),
+        ("points_stride", 65, "<= 64"),
+        ("points_stride", 2.0, "must be an integer"),
+        ("points_stride", True, "must be an integer"),
+        ("publish_points", 1, "must be a bool"),
+        ("min_depth", "0.1", "must be a double"),
+        ("max_depth", math.inf, "finite"),
+        ("max_depth", math.nan, "finite"),
+        ("depth_encoding", "mono16", "32FC1, 16UC1"),
+        ("colormap", "sparkly", "turbo"),
+        ("image_transport", "theora", "raw, compressed"),
+        ("publisher_reliability", "sometimes", "best_effort"),
+        ("precision", "fp8", "bf16"),
+        ("device", "tpu", "cuda:N"),
+        ("vision_overrides", "{width: 64}", "JSON object"),
+        ("vision_overrides", "[64]", "JSON object"),
+        ("qos_depth", 0, ">= 1"),
+        ("no_such_parameter", 1, "unknown parameter"),
+    ],
+)
+def test_invalid_values_are_refused_with_a_reason(name, value, words):
+    reason = check_value(name, value)
+    assert reason is not None and words in reason
+    if name in PARAMETERS_BY_NAME:
+        assert name in reason, "the reason names the parameter"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("device", "cuda:1"), ("device", "cpu"), ("vision_overrides", '{"width": 64}'), ("min_depth", 0),
+     ("max_depth", 80.0), ("colormap", "jet"), ("depth_encoding", "16UC1"), ("points_stride", 64)],
+)
+def test_valid_values_pass(name, value):
+    assert check_value(name, value) is None
+
+
+def test_rules_between_parameters():
+    defaults = {spec.name: spec.default for spec in PARAMETERS}
+    assert check_consistency(defaults) is None
+    assert "min_depth (10.0) must be smaller than max_depth (10.0)" in check_changes(defaults, {"min_depth": 10.0})
+    assert "max_depth" in check_changes(defaults, {"max_depth": 0.05})
+    # Moving both together (an atomic set) is judged on the values afterwards.
+    assert check_changes(defaults, {"min_depth": 20.0, "max_depth": 30.0}) is None
+    assert "output_height" in check_changes(defaults, {"output_width": 320})
+    assert check_changes(defaults, {"output_width": 320, "output_height": 240}) is None
+    # A single bad value is reported before the rules between parameters.
+    assert "points_stride" in check_changes(defaults, {"points_stride": 0, "min_depth": 99.0})
+
+
+def test_settings_snapshot():
+    settings = DepthNodeSettings.defaults()
+    assert settings.output_size is None
+    assert settings.cloud_max_range == settings.max_depth
+    assert settings.vision_overrides_dict == {}
+    changed = DepthNodeSettings.from_values({"output_width": 320, "output_height": 240, "points_max_range": 5,
+                                             "vision_overrides": '{"width": 64}', "max_depth": 20})
+    assert changed.output_size == (240, 320)
+    assert changed.cloud_max_range == 5.0 and isinstance(changed.points_max_range, float)
+    assert isinstance(changed.max_depth, float)
+    assert changed.vision_overrides_dict == {"width": 64}
+    assert changed.replace(points_max_range=0.0).cloud_max_range == 20.0
+
+
+def test_markdown_table_has_one_row_per_parameter():
+    table = render_markdown_table()
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == [spec.name for spec in PARAMETERS]
+    stride_row = next(row for row in rows if row.startswith("| `points_stride`"))
+    assert "| integer | `1` | 1 to 64 | yes, next frame |" in stride_row
+    device_row = next(row for row in rows if row.startswith("| `device`"))
+    assert "no (read-only)" in device_row
+    # A | inside a description must not break the table.
+    assert all(row.count(" | ") == 5 for row in rows)
