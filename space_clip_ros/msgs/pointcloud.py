@@ -30,6 +30,7 @@ from std_msgs.msg import Header
 
 from space_clip_ros.msgs._buffers import message_bytes, new_message, zeroed_uint8_array
 from space_clip_ros.msgs.camera_info import CameraIntrinsics
+from space_clip_ros.msgs.image import valid_depth_mask
 
 
 class PointCloudError(ValueError):
@@ -103,10 +104,8 @@ def _check_inputs(depth_m: np.ndarray, intrinsics: CameraIntrinsics, stride: int
 
 
 def _masked_depth(depth: np.ndarray, min_depth: float, max_range: float) -> tuple[np.ndarray, np.ndarray]:
-    """(depth with NaN where invalid, valid mask); valid = finite, > min_depth and <= max_range."""
-    # Comparisons with NaN are False, so two comparisons also reject NaN and +-inf.
-    valid = depth > max(min_depth, 0.0)
-    valid &= (depth <= max_range) if math.isfinite(max_range) else (depth < np.inf)
+    """(depth with NaN where invalid, valid mask); the same validity as the depth image's."""
+    valid = valid_depth_mask(depth, min_depth, max_range)
     # Copy then mask: much faster than np.where when most pixels are valid, as they usually are.
     masked = np.array(depth, dtype=np.float32)
     np.copyto(masked, np.float32(np.nan), where=~valid)
@@ -170,7 +169,7 @@ class PointCloudBuilder:
     ) -> PointCloud2:
         """A PointCloud2 of ``depth_m`` (metres, (H, W)) seen through ``intrinsics``.
 
-        A point is valid when its depth is finite, > min_depth and <= max_range (both on z).
+        A point is valid when its depth is finite, > 0, >= min_depth and <= max_range (both on z).
         ``rgb`` ((H, W, 3) uint8 RGB, same size as the depth) adds the packed ``rgb`` field.
         """
         depth = _check_inputs(depth_m, intrinsics, stride)
