@@ -1,0 +1,423 @@
+"""Add depth to a recorded bag: the pipeline behind ``space-clip-bag``.
+
+Two passes over the input. The first collects the CameraInfo messages (small) so that every
+image finds its calibration, whether the driver logged it just before or just after the image.
+The second copies every message unchanged and collects the images of the chosen topic into
+batches; each batch goes through the predictor in one call and, per image, the depth image, its
+CameraInfo (K scaled to the depth map) and the point cloud are written with the image's header
+stamp and the image's log time. Writing out of log-time order is fine: MCAP and SQLite3 readers
+order messages by log time.
+
+Per frame the outputs are what the depth node publishes for the same frame (same conversions
+from ``msgs``, same focal rescaling and [min_depth, max_depth] validity). A damaged input is read
+up to the damage; the batch in hand is finished and the output bag closed properly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from rosbags.interfaces import Connection
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+from tqdm import tqdm
+
+from space_clip_ros.bags import cdr
+from space_clip_ros.bags.reading import BagSource
+from space_clip_ros.bags.writing import BagSink, typestore_for
+from space_clip_ros.inference.predictor import DepthPredictor, focal_rescale_factor
+from space_clip_ros.msgs import (
+    CameraInfoError,
+    CameraIntrinsics,
+    PointCloudBuilder,
+    compressed_msg_to_rgb,
+    depth_to_image_msg,
+    image_msg_to_rgb,
+    scale_camera_info,
+    valid_depth_mask,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Depth range of the depth node's defaults, used when the decoder records none (no checkpoint).
+DEFAULT_DEPTH_RANGE = (0.1, 10.0)
+IMAGE_TYPES = (cdr.IMAGE_TYPE, cdr.COMPRESSED_IMAGE_TYPE)
+
+
+class BagDepthError(ValueError):
+    """The bag or the options do not allow the job (wrong topic, name clash...); says why."""
+
+
+@dataclass(frozen=True)
+class BagDepthOptions:
+    """What to read and what to write. Topics left as None follow the image topic's namespace.
+
+    Attributes:
+        image_topic: sensor_msgs/Image or CompressedImage topic to run the model on.
+        camera_info_topic: its CameraInfo; None: ``<namespace>/camera_info`` when the bag has it.
+        depth_topic, depth_info_topic, points_topic: output topics; None: ``<namespace>/depth/image``,
+            ``<namespace>/depth/camera_info``, ``<namespace>/points`` (the depth node's names).
+        publish_points: write point clouds (needs camera info).
+        batch_size: images per predictor call.
+        depth_encoding: 32FC1 (metres, NaN invalid) or 16UC1 (millimetres, 0 invalid).
+        min_depth, max_depth: valid range in metres; None: the checkpoint's training range.
+        focal_rescale: rescale depth by the camera's focal length relative to the training camera's.
+        points_stride, points_organized, points_rgb: point cloud layout, as the node's parameters.
+        frame_id: frame of the outputs; empty: the image's.
+        storage: ``mcap`` or ``sqlite3`` for the output; None: the input's.
+        overwrite: replace an existing output bag.
+        progress: show a progress bar.
+    """
+
+    image_topic: str
+    camera_info_topic: str | None = None
+    depth_topic: str | None = None
+    depth_info_topic: str | None = None
+    points_topic: str | None = None
+    publish_points: bool = True
+    batch_size: int = 4
+    depth_encoding: str = "32FC1"
+    min_depth: float | None = None
+    max_depth: float | None = None
+    focal_rescale: bool = True
+    points_stride: int = 1
+    points_organized: bool = True
+    points_rgb: bool = False
+    frame_id: str = ""
+    storage: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    """Resolved input and output topic names."""
+
+    image: str
+    image_type: str
+    camera_info: str | None
+    depth: str
+    depth_info: str
+    points: str
+
+
+@dataclass
+class BagDepthReport:
+    """What a run read and wrote."""
+
+    input_path: Path
+    output_path: Path
+    topics: TopicPlan | None = None
+    messages_read: int = 0
+    messages_expected: int | None = None
+    messages_written: int = 0
+    images: int = 0
+    depth_images: int = 0
+    depth_camera_infos: int = 0
+    point_clouds: int = 0
+    images_failed: int = 0
+    images_without_camera_info: int = 0
+    damage: str | None = None
+    salvaged: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def input_damaged(self) -> bool:
+        return self.damage is not None
+
+    def summary_lines(self) -> list[str]:
+        expected = f" of {self.messages_expected}" if self.messages_expected is not None else ""
+        lines = [
+            f"input            {self.input_path}",
+            f"output           {self.output_path}",
+            f"messages         {self.messages_read}{expected} read, {self.messages_written} written",
+            f"images           {self.images} on {self.topics.image if self.topics else '?'}"
+            + (f" ({self.images_failed} could not be decoded)" if self.images_failed else ""),
+            f"depth images     {self.depth_images} -> {self.topics.depth if self.topics else '?'}",
+            f"depth info       {self.depth_camera_infos} -> {self.topics.depth_info if self.topics else '?'}",
+            f"point clouds     {self.point_clouds} -> {self.topics.points if self.topics else '?'}",
+            f"time             {self.seconds:.1f} s",
+        ]
+        if self.images_without_camera_info:
+            lines.append(f"no camera info   {self.images_without_camera_info} image(s): depth image only")
+        return lines
+
+
+def image_namespace(image_topic: str) -> str:
+    """``/cam/color`` for ``/cam/color/image_raw`` (and for ``/cam/color/image_raw/compressed``)."""
+    base = image_topic[: -len("/compressed")] if image_topic.endswith("/compressed") else image_topic
+    return base.rsplit("/", 1)[0]
+
+
+def plan_topics(options: BagDepthOptions, topic_types: dict[str, str]) -> TopicPlan:
+    """Resolve topic names against the bag's topics; raises :class:`BagDepthError` with the fix."""
+    image_type = topic_types.get(options.image_topic)
+    image_topics = sorted(t for t, kind in topic_types.items() if kind in IMAGE_TYPES)
+    if image_type is None:
+        raise BagDepthError(
+            f"topic {options.image_topic} is not in the bag; its image topics are: "
+            f"{', '.join(image_topics) or 'none'}"
+        )
+    if image_type not in IMAGE_TYPES:
+        raise BagDepthError(
+            f"topic {options.image_topic} carries {image_type}, not sensor_msgs/Image or CompressedImage; "
+            f"image topics in the bag: {', '.join(image_topics) or 'none'}"
+        )
+    namespace = image_namespace(options.image_topic)
+    camera_info = options.camera_info_topic
+    if camera_info is None:
+        candidate = f"{namespace}/camera_info"
+        camera_info = candidate if topic_types.get(candidate) == cdr.CAMERA_INFO_TYPE else None
+        if camera_info is None:
+            logger.warning("no %s in the bag (use --camera-info-topic): writing depth images only, no depth "
+                           "camera info, no point clouds, no focal rescaling", candidate)
+    elif topic_types.get(camera_info) != cdr.CAMERA_INFO_TYPE:
+        raise BagDepthError(
+            f"camera info topic {camera_info} is not a sensor_msgs/CameraInfo topic of the bag; CameraInfo "
+            f"topics: {', '.join(sorted(t for t, k in topic_types.items() if k == cdr.CAMERA_INFO_TYPE)) or 'none'}"
+        )
+    plan = TopicPlan(
+        image=options.image_topic,
+        image_type=image_type,
+        camera_info=camera_info,
+        depth=options.depth_topic or f"{namespace}/depth/image",
+        depth_info=options.depth_info_topic or f"{namespace}/depth/camera_info",
+        points=options.points_topic or f"{namespace}/points",
+    )
+    outputs = [plan.depth, plan.depth_info] + ([plan.points] if options.publish_points else [])
+    clashes = [t for t in outputs if t in topic_types]
+    if clashes or len(set(outputs)) != len(outputs):
+        raise BagDepthError(
+            f"output topic(s) {', '.join(clashes) or outputs} already exist in the bag or repeat; "
+            "pick others with --depth-topic / --depth-info-topic / --points-topic"
+        )
+    return plan
+
+
+def _stamp_ns(header: Header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class CameraInfoIndex:
+    """CameraInfo messages of a bag, found for an image by equal stamp, else nearest log time."""
+
+    def __init__(self) -> None:
+        self._by_stamp: dict[int, CameraInfo] = {}
+        self._log_times: list[int] = []
+        self._infos: list[CameraInfo] = []
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def add(self, info: CameraInfo, log_time_ns: int) -> None:
+        self._by_stamp[_stamp_ns(info.header)] = info
+        position = bisect.bisect(self._log_times, log_time_ns)
+        self._log_times.insert(position, log_time_ns)
+        self._infos.insert(position, info)
+
+    def for_image(self, stamp_ns: int, log_time_ns: int) -> CameraInfo | None:
+        exact = self._by_stamp.get(stamp_ns)
+        if exact is not None or not self._infos:
+            return exact
+        position = bisect.bisect(self._log_times, log_time_ns)
+        neighbours = [i for i in (position - 1, position) if 0 <= i < len(self._infos)]
+        nearest = min(neighbours, key=lambda i: abs(self._log_times[i] - log_time_ns))
+        return self._infos[nearest]
+
+
+@dataclass
+class _Frame:
+    log_time_ns: int
+    header: Header
+    rgb: np.ndarray
+
+
+class _DepthWriter:
+    """Batches decoded images, runs the predictor, writes each frame's outputs to the sink."""
+
+    def __init__(
+        self,
+        predictor: DepthPredictor,
+        options: BagDepthOptions,
+        plan: TopicPlan,
+        sink: BagSink,
+        outputs: dict[str, Connection],
+        camera_infos: CameraInfoIndex,
+        report: BagDepthReport,
+    ) -> None:
+        self._predictor = predictor
+        self._options = options
+        self._sink = sink
+        self._outputs = outputs
+        self._camera_infos = camera_infos
+        self._report = report
+        self._clouds = PointCloudBuilder()
+        self._batch: list[_Frame] = []
+        self._compressed = plan.image_type == cdr.COMPRESSED_IMAGE_TYPE
+        record = predictor.record
+        trained = (record.min_depth, record.max_depth) if record is not None else DEFAULT_DEPTH_RANGE
+        self.min_depth = options.min_depth if options.min_depth is not None else trained[0]
+        self.max_depth = options.max_depth if options.max_depth is not None else trained[1]
+        if not 0.0 <= self.min_depth < self.max_depth:
+            raise BagDepthError(f"need 0 <= min_depth < max_depth, got {self.min_depth} and {self.max_depth}")
+        self._bad_camera_info_warned = False
+
+    def add(self, log_time_ns: int, raw: bytes) -> None:
+        self._report.images += 1
+        try:
+            if self._compressed:
+                message = cdr.decode(raw, CompressedImage)
+                rgb = compressed_msg_to_rgb(message)
+            else:
+                message = cdr.decode(raw, Image)
+                rgb = image_msg_to_rgb(message)
+        except ValueError as exc:  # ImageConversionError, CdrDecodeError: this image only
+            self._report.images_failed += 1
+            logger.warning("image at log time %d skipped: %s", log_time_ns, exc)
+            return
+        header = Header(
+            stamp=Time(sec=message.header.stamp.sec, nanosec=message.header.stamp.nanosec),
+            frame_id=self._options.frame_id or message.header.frame_id,
+        )
+        self._batch.append(_Frame(log_time_ns, header, rgb))
+        if len(self._batch) >= self._options.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Run the predictor on the images in hand and write their outputs."""
+        frames, self._batch = self._batch, []
+        by_size: dict[tuple[int, int], list[_Frame]] = {}
+        for frame in frames:  # one predictor call per image size
+            by_size.setdefault(frame.rgb.shape[:2], []).append(frame)
+        for size, group in by_size.items():
+            depths = self._predictor.infer(np.stack([f.rgb for f in group]), output_size=size).depth
+            for frame, depth in zip(group, depths.cpu().numpy(), strict=True):
+                self._write_outputs(frame, depth)
+
+    def _calibration(self, frame: _Frame) -> tuple[CameraInfo, CameraIntrinsics] | None:
+        info = self._camera_infos.for_image(_stamp_ns(frame.header), frame.log_time_ns)
+        if info is None:
+            return None
+        try:
+            return info, CameraIntrinsics.from_camera_info(info)
+        except CameraInfoError as exc:
+            if not self._bad_camera_info_warned:
+                self._bad_camera_info_warned = True
+                logger.warning("unusable CameraInfo (%s): those frames get a depth image only", exc)
+            return None
+
+    def _write_outputs(self, frame: _Frame, depth: np.ndarray) -> None:
+        height, width = depth.shape
+        calibration = self._calibration(frame)
+        depth_info = None
+        if calibration is not None:
+            info, camera = calibration
+            if self._options.focal_rescale:
+                factor = focal_rescale_factor(camera.fx, camera.fy, (camera.height, camera.width),
+                                              self._predictor.record)
+                if factor != 1.0:
+                    depth = depth * np.float32(factor)
+            depth_info = scale_camera_info(info, width, height)
+            depth_info.header = frame.header
+        else:
+            self._report.images_without_camera_info += 1
+        depth = np.where(valid_depth_mask(depth, self.min_depth, self.max_depth), depth, np.float32(np.nan))
+
+        log_time = frame.log_time_ns
+        depth_image = depth_to_image_msg(
+            depth, frame.header, self._options.depth_encoding, self.min_depth, self.max_depth
+        )
+        self._sink.write(self._outputs["depth"], log_time, cdr.encode(depth_image))
+        self._report.depth_images += 1
+        if depth_info is None:
+            return
+        self._sink.write(self._outputs["depth_info"], log_time, cdr.encode(depth_info))
+        self._report.depth_camera_infos += 1
+        if "points" in self._outputs:
+            colours = frame.rgb if self._options.points_rgb else None
+            cloud = self._clouds.build(
+                depth,
+                CameraIntrinsics.from_camera_info(depth_info),
+                frame.header,
+                organized=self._options.points_organized,
+                stride=self._options.points_stride,
+                max_range=self.max_depth,
+                rgb=colours,
+            )
+            self._sink.write(self._outputs["points"], log_time, cdr.encode(cloud))
+            self._report.point_clouds += 1
+
+
+def _collect_camera_infos(source: BagSource, topic: str) -> CameraInfoIndex:
+    index = CameraInfoIndex()
+    stream = source.stream({topic})
+    for _connection, log_time, raw in stream:
+        try:
+            index.add(cdr.decode(raw, CameraInfo), log_time)
+        except cdr.CdrDecodeError as exc:
+            logger.warning("CameraInfo at log time %d skipped: %s", log_time, exc)
+    logger.info("%d CameraInfo message(s) on %s", len(index), topic)
+    return index
+
+
+def add_depth_to_bag(
+    input_path: str | Path,
+    output_path: str | Path,
+    predictor: DepthPredictor,
+    options: BagDepthOptions,
+) -> BagDepthReport:
+    """Copy ``input_path`` to ``output_path`` with depth, depth camera info and point clouds added.
+
+    Raises :class:`BagDepthError`, :class:`~space_clip_ros.bags.reading.BagOpenError` or
+    :class:`~space_clip_ros.bags.writing.BagWriteError` when the job cannot start. Damage in the
+    input does not raise: the report's ``damage`` says where reading stopped, and the output
+    holds every message read before it.
+    """
+    if options.batch_size < 1:
+        raise BagDepthError(f"batch size must be >= 1, got {options.batch_size}")
+    started = time.perf_counter()
+    report = BagDepthReport(Path(input_path), Path(output_path))
+    with BagSource(input_path) as source:
+        report.salvaged = list(source.salvaged)
+        report.messages_expected = source.expected_messages
+        plan = plan_topics(options, source.topic_types())
+        report.topics = plan
+        camera_infos = _collect_camera_infos(source, plan.camera_info) if plan.camera_info else CameraInfoIndex()
+        if plan.camera_info and not camera_infos:
+            logger.warning("%s holds no readable CameraInfo: writing depth images only", plan.camera_info)
+
+        like = {c.msgtype: c for c in source.connections}
+        storage = options.storage or source.storage
+        sink = BagSink(output_path, storage, typestore_for(source.ros_distro), overwrite=options.overwrite,
+                       compression=source.compression)
+        with sink:
+            for connection in source.connections:  # every topic, even those without messages
+                sink.copy_connection(connection)
+            outputs = {"depth": sink.add_topic(plan.depth, cdr.IMAGE_TYPE, like.get(cdr.IMAGE_TYPE))}
+            if camera_infos:  # without calibration there is nothing to write on these topics
+                outputs["depth_info"] = sink.add_topic(plan.depth_info, cdr.CAMERA_INFO_TYPE,
+                                                       like.get(cdr.CAMERA_INFO_TYPE))
+                if options.publish_points:
+                    outputs["points"] = sink.add_topic(plan.points, cdr.POINT_CLOUD_TYPE,
+                                                       like.get(cdr.POINT_CLOUD_TYPE))
+            writer = _DepthWriter(predictor, options, plan, sink, outputs, camera_infos, report)
+            total = sum(c.msgcount for c in source.connections if c.topic == plan.image) or None
+            stream = source.stream()
+            with tqdm(total=total, unit="img", desc="depth", disable=not options.progress) as progress:
+                for connection, log_time, raw in stream:
+                    sink.write(sink.copy_connection(connection), log_time, raw)
+                    if connection.topic == plan.image:
+                        writer.add(log_time, raw)
+                        progress.update(1)
+                writer.flush()  # the last, partial batch (also after damage: those images were read)
+            report.messages_read = stream.count
+            report.damage = stream.damage
+            report.messages_written = sink.messages_written
+    report.seconds = time.perf_counter() - started
+    return report

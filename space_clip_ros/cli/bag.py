@@ -1,0 +1,132 @@
+"""space-clip-bag: add SPACE-CLIP depth, depth camera info and point clouds to a recorded bag.
+
+Examples:
+  space-clip-bag run1 run1_depth --image-topic /camera/color/image_raw --checkpoint best
+  space-clip-bag run1.mcap out --image-topic /camera/image_raw/compressed --batch-size 8
+  space-clip-bag run1 out --image-topic /cam/image --camera-info-topic /cam/info \\
+      --depth-topic /cam/depth --points-topic /cam/cloud --storage sqlite3
+
+IN is a rosbag2 directory (MCAP or SQLite3) or a single .mcap / .db3 file. OUT is a new bag
+directory holding every message of IN unchanged (same bytes, log times, topics, types and QoS)
+plus, for every image of --image-topic, a depth image (REP 118), its CameraInfo and a point
+cloud, all stamped with the image's header stamp and logged at the image's log time.
+
+Exit status: 0 done; 1 the model could not be loaded; 2 bad arguments, topics or paths;
+3 the input bag is damaged (OUT holds everything read before the damage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..bags.bag_depth import BagDepthError, BagDepthOptions, add_depth_to_bag
+from ..bags.reading import BagOpenError
+from ..bags.writing import BagWriteError
+from ..model import CheckpointError
+from ..msgs import DEPTH_ENCODINGS
+from .common import add_model_arguments, backbone_from_args, setup_logging
+
+EXIT_OK = 0
+EXIT_MODEL = 1
+EXIT_USAGE = 2
+EXIT_DAMAGED_INPUT = 3
+
+logger = logging.getLogger("space_clip_ros.bag")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="space-clip-bag", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("input", metavar="IN", help="input bag directory or .mcap / .db3 file")
+    parser.add_argument("output", metavar="OUT", help="output bag directory (must not exist unless --overwrite)")
+    topics = parser.add_argument_group("topics")
+    topics.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
+    topics.add_argument("--camera-info-topic", help="its CameraInfo (default: <namespace>/camera_info if present)")
+    topics.add_argument("--depth-topic", help="output depth image (default: <namespace>/depth/image)")
+    topics.add_argument("--depth-info-topic", help="output CameraInfo (default: <namespace>/depth/camera_info)")
+    topics.add_argument("--points-topic", help="output PointCloud2 (default: <namespace>/points)")
+    topics.add_argument("--no-points", action="store_true", help="do not write point clouds")
+    add_model_arguments(parser)
+    run = parser.add_argument_group("inference")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    run.add_argument("--batch-size", type=int, default=4, help="images per model call (default: 4)")
+    output = parser.add_argument_group("outputs")
+    output.add_argument("--depth-encoding", choices=DEPTH_ENCODINGS, default="32FC1",
+                        help="32FC1 metres (NaN invalid) or 16UC1 millimetres (0 invalid)")
+    output.add_argument("--min-depth", type=float, help="valid depth range, metres (default: the checkpoint's)")
+    output.add_argument("--max-depth", type=float, help="valid depth range, metres (default: the checkpoint's)")
+    output.add_argument("--no-focal-rescale", action="store_true",
+                        help="do not rescale depth by the camera's focal length relative to the training camera's")
+    output.add_argument("--points-stride", type=int, default=1, help="use every Nth pixel for the cloud")
+    output.add_argument("--points-unorganized", action="store_true", help="clouds of valid points only (one row)")
+    output.add_argument("--points-rgb", action="store_true", help="add the packed rgb field to the clouds")
+    output.add_argument("--frame-id", default="", help="frame of the outputs (default: the image's)")
+    output.add_argument("--storage", choices=("mcap", "sqlite3"), help="output storage (default: the input's)")
+    output.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> BagDepthOptions:
+    return BagDepthOptions(
+        image_topic=args.image_topic,
+        camera_info_topic=args.camera_info_topic,
+        depth_topic=args.depth_topic,
+        depth_info_topic=args.depth_info_topic,
+        points_topic=args.points_topic,
+        publish_points=not args.no_points,
+        batch_size=args.batch_size,
+        depth_encoding=args.depth_encoding,
+        min_depth=args.min_depth,
+        max_depth=args.max_depth,
+        focal_rescale=not args.no_focal_rescale,
+        points_stride=args.points_stride,
+        points_organized=not args.points_unorganized,
+        points_rgb=args.points_rgb,
+        frame_id=args.frame_id,
+        storage=args.storage,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if args.batch_size < 1 or args.points_stride < 1:
+        print("space-clip-bag: error: --batch-size and --points-stride must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+
+    from ..inference.predictor import DepthPredictor  # torch import after argument errors are reported
+
+    try:
+        predictor = DepthPredictor.from_checkpoint(args.checkpoint, backbone=backbone_from_args(args),
+                                                   device=args.device)
+    except (CheckpointError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"space-clip-bag: error: cannot load the model: {exc}", file=sys.stderr)
+        return EXIT_MODEL
+    logger.info("%s", predictor.describe())
+    try:
+        report = add_depth_to_bag(args.input, args.output, predictor, options_from_args(args))
+    except (BagDepthError, BagOpenError, BagWriteError) as exc:
+        print(f"space-clip-bag: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print("\n".join(report.summary_lines()))
+    if report.input_damaged:
+        expected = f" of {report.messages_expected}" if report.messages_expected is not None else ""
+        print(
+            f"space-clip-bag: error: the input bag is damaged: {report.damage}\n"
+            f"  recovered {report.messages_read}{expected} message(s) ({report.images} image(s), "
+            f"{report.depth_images} with depth); {report.output_path} holds all of them",
+            file=sys.stderr,
+        )
+        return EXIT_DAMAGED_INPUT
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

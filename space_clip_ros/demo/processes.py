@@ -1,0 +1,149 @@
+"""Nodes started as their own processes, with their output in a log file, stopped cleanly.
+
+Each child runs in a session of its own, so a Ctrl-C in the terminal reaches only the demo, which
+then stops the children in order (the camera first, then the depth node) instead of all at once.
+Stopping is SIGINT (what ``ros2 launch`` sends; rclpy shuts down), then SIGTERM, then SIGKILL,
+each with a timeout. :class:`ProcessGroup` stops whatever it started when its ``with`` block ends,
+whether normally or by an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SIGINT_TIMEOUT_S = 10.0
+SIGTERM_TIMEOUT_S = 5.0
+
+
+def find_console_script(name: str) -> str:
+    """A console script of this environment: beside the running Python first, then on PATH."""
+    sibling = Path(sys.executable).with_name(name)
+    if sibling.is_file() and os.access(sibling, os.X_OK):
+        return str(sibling)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"console script '{name}' not found beside {sys.executable} or on PATH "
+                                "(is the package installed? pip install -e .)")
+    return found
+
+
+def node_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for a node: unbuffered, uncoloured logs; DDS kept on this machine
+    unless the user chose otherwise."""
+    env = dict(os.environ)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.update({"PYTHONUNBUFFERED": "1", "RCUTILS_LOGGING_BUFFERED_STREAM": "0", "RCUTILS_COLORIZED_OUTPUT": "0"})
+    env.update(extra or {})
+    return env
+
+
+class ManagedProcess:
+    """One child process whose stdout and stderr go to ``log_path``."""
+
+    def __init__(self, name: str, command: Sequence[str], log_path: Path, env: Mapping[str, str]) -> None:
+        self.name = name
+        self.command = list(command)
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        logger.debug("starting %s: %s", name, " ".join(self.command))
+        self.process = subprocess.Popen(
+            self.command, stdout=self._log_file, stderr=subprocess.STDOUT, env=dict(env), start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 25) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def _wait(self, timeout: float) -> bool:
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def stop(self, sigint_timeout: float = SIGINT_TIMEOUT_S, sigterm_timeout: float = SIGTERM_TIMEOUT_S) -> int:
+        """SIGINT, then SIGTERM, then SIGKILL (to its whole session) until it has exited; its exit code."""
+        steps = ((signal.SIGINT, sigint_timeout), (signal.SIGTERM, sigterm_timeout))
+        for sent, timeout in steps:
+            if not self.running:
+                break
+            logger.debug("sending %s to %s (pid %d)", sent.name, self.name, self.pid)
+            self.process.send_signal(sent)
+            if self._wait(timeout):
+                break
+            logger.warning("%s did not exit within %.0f s of %s", self.name, timeout, sent.name)
+        if self.running:
+            os.killpg(self.pid, signal.SIGKILL)  # its own session: takes any child of it too
+            self.process.wait()
+        if not self._log_file.closed:
+            self._log_file.close()
+        return self.process.returncode
+
+
+class ProcessGroup:
+    """Starts processes and stops them all (last started first) when the ``with`` block ends."""
+
+    def __init__(self) -> None:
+        self.processes: list[ManagedProcess] = []
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop_all()
+
+    def start(self, name: str, command: Sequence[str], log_path: Path, env: Mapping[str, str]) -> ManagedProcess:
+        process = ManagedProcess(name, command, log_path, env)
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> dict[str, int]:
+        codes = {}
+        for process in reversed(self.processes):
+            codes[process.name] = process.stop()
+        return codes
+
+    def crashed(self) -> ManagedProcess | None:
+        """The first process that has exited on its own, if any."""
+        return next((p for p in self.processes if not p.running), None)
+
+
+def wait_until(condition, timeout: float, group: ProcessGroup | None = None, poll_s: float = 0.05) -> bool:
+    """Poll ``condition()`` until true (True) or ``timeout`` (False); stops early when a process
+    of ``group`` exits (False), so a crashed node is reported at once, not after the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if group is not None and group.crashed() is not None:
+            return False
+        time.sleep(poll_s)
+    return bool(condition())
