@@ -9,6 +9,8 @@ shapes, stamps, bytes and geometry are what is checked, not depth quality.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -315,3 +317,15 @@ def test_namespace_of_image_topics():
     assert image_namespace("/image") == ""
     assert BagDepthOptions(image_topic="/x").batch_size >= 1
     assert math.isfinite(CAMERA.fx)
+
+
+def test_argument_errors_come_before_torch_is_imported():
+    code = (
+        "import sys\n"
+        "from space_clip_ros.cli import bag\n"
+        "assert bag.main(['in', 'out', '--image-topic', '/x', '--batch-size', '0']) == bag.EXIT_USAGE\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--batch-size and --points-stride must be >= 1" in out.stderr

@@ -27,7 +27,13 @@ from space_clip_ros.msgs import (
     pointcloud2_to_xyz_grid,
 )
 from space_clip_ros.ros.depth_node import EXIT_PARAMETER_ERROR, main
-from space_clip_ros.ros.frame_processor import EMBEDDING_LABEL, CameraCalibration, DepthFrameProcessor
+from space_clip_ros.ros.frame_processor import (
+    EMBEDDING_LABEL,
+    CameraCalibration,
+    DepthFrameProcessor,
+    DepthOutputBuilder,
+    OutputSettings,
+)
 from space_clip_ros.ros.parameters import DepthNodeSettings
 
 HEIGHT, WIDTH = 64, 96
@@ -157,6 +163,30 @@ def test_compressed_frames_decode(processor, predictor):
     out = processor.process(compressed_message(rgb, "png", make_stamp(1), FRAME), None,
                             settings(max_depth=100.0))
     np.testing.assert_allclose(image_msg_to_depth(out.depth_image), predictor.predict(rgb), rtol=1e-6)
+
+
+def test_output_step_alone_takes_numpy_or_tensor_depth_as_the_processor_does(processor, predictor):
+    # The bag tool runs the predictor on batches and calls this same step per image.
+    rgb = pattern_image(HEIGHT, WIDTH, seed=7)
+    message = image_message(rgb, "rgb8", make_stamp(3, 4), FRAME)
+    node_settings = settings(points_rgb=True, publish_colored=True, frame_id="out_frame")
+    expected = processor.process(message, calibration(), node_settings)
+    depth = predictor.infer(rgb[None], output_size=(HEIGHT, WIDTH)).depth[0]
+    builder = DepthOutputBuilder(predictor.record)
+    for given in (depth, depth.numpy()):
+        out = builder.build(given, message.header, calibration(), OutputSettings.from_node_settings(node_settings),
+                            rgb=rgb)
+        assert out.depth_scale == expected.depth_scale != 1.0
+        assert out.depth_image.header == expected.depth_image.header == out.points.header
+        assert out.depth_image.header.frame_id == "out_frame"
+        np.testing.assert_allclose(image_msg_to_depth(out.depth_image), image_msg_to_depth(expected.depth_image),
+                                   rtol=1e-6, equal_nan=True)
+        assert out.depth_camera_info == expected.depth_camera_info
+        np.testing.assert_allclose(pointcloud2_to_xyz_grid(out.points), pointcloud2_to_xyz_grid(expected.points),
+                                   rtol=1e-6, equal_nan=True)
+        np.testing.assert_array_equal(pointcloud2_to_rgb(out.points), pointcloud2_to_rgb(expected.points))
+        assert out.colored.encoding == "bgr8"
+    np.testing.assert_array_equal(depth.numpy(), predictor.infer(rgb[None]).depth[0].numpy())  # not modified
 
 
 def test_bad_input_raises_errors_that_say_what_is_wrong(processor):

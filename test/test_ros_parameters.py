@@ -1,4 +1,5 @@
-"""The depth node's parameter table: values, ranges, rules between parameters, descriptors, docs table.
+"""The depth node's parameter table: values, ranges, rules between parameters, descriptors, docs table;
+and the camera simulator's table, on the same machinery (space_clip_ros.ros.parameter_table).
 
 No ROS graph here: these are the plain functions the node's parameter callbacks call.
 """
@@ -7,10 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from rcl_interfaces.msg import ParameterType
 
+from space_clip_ros.ros import camera_simulator
+from space_clip_ros.ros.parameter_table import markdown_table
 from space_clip_ros.ros.parameters import (
     PARAMETERS,
     PARAMETERS_BY_NAME,
@@ -137,3 +143,35 @@ def test_markdown_table_has_one_row_per_parameter():
     assert "no (read-only)" in device_row
     # A | inside a description must not break the table.
     assert all(row.count(" | ") == 5 for row in rows)
+
+
+# ---- the camera simulator's table -------------------------------------------------------------------
+SIMULATOR_DOCS = Path(__file__).resolve().parents[1] / "docs" / "demo_and_bags.md"
+
+
+def test_camera_simulator_imports_without_torch():
+    code = "import space_clip_ros.ros.camera_simulator, sys; assert 'torch' not in sys.modules"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("spec", camera_simulator.PARAMETERS, ids=lambda s: s.name)
+def test_camera_simulator_parameters_are_read_only_and_valid(spec):
+    assert spec.read_only and spec.check(spec.default) is None
+    descriptor = spec.descriptor()
+    assert descriptor.read_only and descriptor.name == spec.name and spec.description in descriptor.description
+
+
+def test_camera_simulator_settings_refuse_values_with_the_tables_reason():
+    values = {spec.name: spec.default for spec in camera_simulator.PARAMETERS}
+    assert camera_simulator.SimulatorSettings.from_values(values).rate == 10.0
+    with pytest.raises(ValueError, match="scene must be one of indoor, street; got 'moon'"):
+        camera_simulator.SimulatorSettings.from_values({**values, "scene": "moon"})
+    with pytest.raises(ValueError, match="fov_deg must be <= 179.0"):
+        camera_simulator.SimulatorSettings.from_values({**values, "fov_deg": 180.0})
+
+
+def test_docs_carry_the_camera_simulator_table():
+    assert markdown_table(camera_simulator.PARAMETERS) in SIMULATOR_DOCS.read_text(), (
+        "regenerate with markdown_table(PARAMETERS) of space_clip_ros.ros.camera_simulator"
+    )

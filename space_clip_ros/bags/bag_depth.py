@@ -8,9 +8,10 @@ CameraInfo (K scaled to the depth map) and the point cloud are written with the 
 stamp and the image's log time. Writing out of log-time order is fine: MCAP and SQLite3 readers
 order messages by log time.
 
-Per frame the outputs are what the depth node publishes for the same frame (same conversions
-from ``msgs``, same focal rescaling and [min_depth, max_depth] validity). A damaged input is read
-up to the damage; the batch in hand is finished and the output bag closed properly.
+Per frame the outputs are what the depth node publishes for the same frame: they are built by
+the node's own output step (:class:`~space_clip_ros.ros.frame_processor.DepthOutputBuilder`: focal
+rescaling, [min_depth, max_depth] validity, messages). A damaged input is read up to the damage;
+the batch in hand is finished and the output bag closed properly.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from rosbags.interfaces import Connection
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -31,22 +31,20 @@ from tqdm import tqdm
 from space_clip_ros.bags import cdr
 from space_clip_ros.bags.reading import BagSource
 from space_clip_ros.bags.writing import BagSink, typestore_for
-from space_clip_ros.inference.predictor import DepthPredictor, focal_rescale_factor
-from space_clip_ros.msgs import (
-    CameraInfoError,
-    CameraIntrinsics,
-    PointCloudBuilder,
-    compressed_msg_to_rgb,
-    depth_to_image_msg,
-    image_msg_to_rgb,
-    scale_camera_info,
-    valid_depth_mask,
+from space_clip_ros.inference.predictor import DepthPredictor
+from space_clip_ros.msgs import CameraInfoError
+from space_clip_ros.ros.frame_processor import (
+    CameraCalibration,
+    DepthOutputBuilder,
+    OutputSettings,
+    decode_image,
 )
+from space_clip_ros.ros.parameters import PARAMETERS_BY_NAME
 
 logger = logging.getLogger(__name__)
 
 #: Depth range of the depth node's defaults, used when the decoder records none (no checkpoint).
-DEFAULT_DEPTH_RANGE = (0.1, 10.0)
+DEFAULT_DEPTH_RANGE = (PARAMETERS_BY_NAME["min_depth"].default, PARAMETERS_BY_NAME["max_depth"].default)
 IMAGE_TYPES = (cdr.IMAGE_TYPE, cdr.COMPRESSED_IMAGE_TYPE)
 
 
@@ -234,7 +232,7 @@ class CameraInfoIndex:
 @dataclass
 class _Frame:
     log_time_ns: int
-    header: Header
+    header: Header  # the image's own
     rgb: np.ndarray
 
 
@@ -257,35 +255,40 @@ class _DepthWriter:
         self._outputs = outputs
         self._camera_infos = camera_infos
         self._report = report
-        self._clouds = PointCloudBuilder()
+        self._builder = DepthOutputBuilder(predictor.record)
         self._batch: list[_Frame] = []
-        self._compressed = plan.image_type == cdr.COMPRESSED_IMAGE_TYPE
+        self._image_class = CompressedImage if plan.image_type == cdr.COMPRESSED_IMAGE_TYPE else Image
         record = predictor.record
         trained = (record.min_depth, record.max_depth) if record is not None else DEFAULT_DEPTH_RANGE
         self.min_depth = options.min_depth if options.min_depth is not None else trained[0]
         self.max_depth = options.max_depth if options.max_depth is not None else trained[1]
         if not 0.0 <= self.min_depth < self.max_depth:
             raise BagDepthError(f"need 0 <= min_depth < max_depth, got {self.min_depth} and {self.max_depth}")
+        self._settings = OutputSettings(
+            min_depth=self.min_depth,
+            max_depth=self.max_depth,
+            depth_encoding=options.depth_encoding,
+            frame_id=options.frame_id,
+            focal_rescale=options.focal_rescale,
+            publish_points="points" in outputs,
+            points_organized=options.points_organized,
+            points_stride=options.points_stride,
+            points_rgb=options.points_rgb,
+            cloud_max_range=self.max_depth,
+            colormap=None,
+        )
         self._bad_camera_info_warned = False
 
     def add(self, log_time_ns: int, raw: bytes) -> None:
         self._report.images += 1
         try:
-            if self._compressed:
-                message = cdr.decode(raw, CompressedImage)
-                rgb = compressed_msg_to_rgb(message)
-            else:
-                message = cdr.decode(raw, Image)
-                rgb = image_msg_to_rgb(message)
+            message = cdr.decode(raw, self._image_class)
+            rgb = decode_image(message)
         except ValueError as exc:  # ImageConversionError, CdrDecodeError: this image only
             self._report.images_failed += 1
             logger.warning("image at log time %d skipped: %s", log_time_ns, exc)
             return
-        header = Header(
-            stamp=Time(sec=message.header.stamp.sec, nanosec=message.header.stamp.nanosec),
-            frame_id=self._options.frame_id or message.header.frame_id,
-        )
-        self._batch.append(_Frame(log_time_ns, header, rgb))
+        self._batch.append(_Frame(log_time_ns, message.header, rgb))
         if len(self._batch) >= self._options.batch_size:
             self.flush()
 
@@ -300,12 +303,12 @@ class _DepthWriter:
             for frame, depth in zip(group, depths.cpu().numpy(), strict=True):
                 self._write_outputs(frame, depth)
 
-    def _calibration(self, frame: _Frame) -> tuple[CameraInfo, CameraIntrinsics] | None:
+    def _calibration(self, frame: _Frame) -> CameraCalibration | None:
         info = self._camera_infos.for_image(_stamp_ns(frame.header), frame.log_time_ns)
         if info is None:
             return None
         try:
-            return info, CameraIntrinsics.from_camera_info(info)
+            return CameraCalibration.from_msg(info)
         except CameraInfoError as exc:
             if not self._bad_camera_info_warned:
                 self._bad_camera_info_warned = True
@@ -313,44 +316,18 @@ class _DepthWriter:
             return None
 
     def _write_outputs(self, frame: _Frame, depth: np.ndarray) -> None:
-        height, width = depth.shape
         calibration = self._calibration(frame)
-        depth_info = None
-        if calibration is not None:
-            info, camera = calibration
-            if self._options.focal_rescale:
-                factor = focal_rescale_factor(camera.fx, camera.fy, (camera.height, camera.width),
-                                              self._predictor.record)
-                if factor != 1.0:
-                    depth = depth * np.float32(factor)
-            depth_info = scale_camera_info(info, width, height)
-            depth_info.header = frame.header
-        else:
+        if calibration is None:
             self._report.images_without_camera_info += 1
-        depth = np.where(valid_depth_mask(depth, self.min_depth, self.max_depth), depth, np.float32(np.nan))
-
+        outputs = self._builder.build(depth, frame.header, calibration, self._settings, rgb=frame.rgb)
         log_time = frame.log_time_ns
-        depth_image = depth_to_image_msg(
-            depth, frame.header, self._options.depth_encoding, self.min_depth, self.max_depth
-        )
-        self._sink.write(self._outputs["depth"], log_time, cdr.encode(depth_image))
+        self._sink.write(self._outputs["depth"], log_time, cdr.encode(outputs.depth_image))
         self._report.depth_images += 1
-        if depth_info is None:
-            return
-        self._sink.write(self._outputs["depth_info"], log_time, cdr.encode(depth_info))
-        self._report.depth_camera_infos += 1
-        if "points" in self._outputs:
-            colours = frame.rgb if self._options.points_rgb else None
-            cloud = self._clouds.build(
-                depth,
-                CameraIntrinsics.from_camera_info(depth_info),
-                frame.header,
-                organized=self._options.points_organized,
-                stride=self._options.points_stride,
-                max_range=self.max_depth,
-                rgb=colours,
-            )
-            self._sink.write(self._outputs["points"], log_time, cdr.encode(cloud))
+        if outputs.depth_camera_info is not None:
+            self._sink.write(self._outputs["depth_info"], log_time, cdr.encode(outputs.depth_camera_info))
+            self._report.depth_camera_infos += 1
+        if outputs.points is not None:
+            self._sink.write(self._outputs["points"], log_time, cdr.encode(outputs.points))
             self._report.point_clouds += 1
 
 

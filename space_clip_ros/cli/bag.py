@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-from ..bags.bag_depth import BagDepthError, BagDepthOptions, add_depth_to_bag
-from ..bags.reading import BagOpenError
-from ..bags.writing import BagWriteError
-from ..model import CheckpointError
 from ..msgs import DEPTH_ENCODINGS
 from .common import add_model_arguments, backbone_from_args, setup_logging
+
+if TYPE_CHECKING:
+    from ..bags.bag_depth import BagDepthOptions
 
 EXIT_OK = 0
 EXIT_MODEL = 1
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> BagDepthOptions:
+    from ..bags.bag_depth import BagDepthOptions
+
     return BagDepthOptions(
         image_topic=args.image_topic,
         camera_info_topic=args.camera_info_topic,
@@ -101,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         print("space-clip-bag: error: --batch-size and --points-stride must be >= 1", file=sys.stderr)
         return EXIT_USAGE
 
-    from ..inference.predictor import DepthPredictor  # torch import after argument errors are reported
+    # torch (through the predictor and the bag pipeline) is imported after argument errors are reported.
+    from ..bags.bag_depth import BagDepthError, add_depth_to_bag
+    from ..bags.reading import BagOpenError
+    from ..bags.writing import BagWriteError
+    from ..inference.predictor import DepthPredictor
+    from ..model import CheckpointError
 
     try:
         predictor = DepthPredictor.from_checkpoint(args.checkpoint, backbone=backbone_from_args(args),

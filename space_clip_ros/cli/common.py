@@ -1,12 +1,19 @@
-"""Helpers shared by the command-line tools."""
+"""Helpers shared by the command-line tools.
+
+The model package (torch) is imported inside the functions that build its configurations: a tool
+that uses these helpers loads torch only once its arguments are parsed (``--help`` and argument
+errors stay fast).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+from typing import TYPE_CHECKING
 
-from ..model import BackboneConfig, DecoderConfig
+if TYPE_CHECKING:
+    from ..model import BackboneConfig, DecoderConfig
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -20,7 +27,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Backbone/decoder options common to every tool that builds a model."""
     group = parser.add_argument_group("model")
     group.add_argument("--checkpoint", default=None, help="decoder checkpoint (NAME, NAME.safetensors or NAME.json)")
-    group.add_argument("--backbone", default=None, help="open_clip model name (default: the checkpoint's, else ViT-B-16)")
+    group.add_argument(
+        "--backbone", default=None, help="open_clip model name (default: the checkpoint's, else ViT-B-16)"
+    )
     group.add_argument(
         "--pretrained",
         default=None,
@@ -38,9 +47,15 @@ def backbone_from_args(args: argparse.Namespace) -> BackboneConfig | None:
     """The backbone the user asked for, or None to take the checkpoint's."""
     if args.backbone is None and args.pretrained is None and args.vision_overrides is None:
         return None
+    from ..model import BackboneConfig
+
     overrides = json.loads(args.vision_overrides) if args.vision_overrides else {}
     return BackboneConfig(name=args.backbone or "ViT-B-16", pretrained=args.pretrained, vision_overrides=overrides)
 
 
 def decoder_from_args(args: argparse.Namespace) -> DecoderConfig | None:
-    return DecoderConfig.from_dict(json.loads(args.decoder_config)) if args.decoder_config else None
+    if not args.decoder_config:
+        return None
+    from ..model import DecoderConfig
+
+    return DecoderConfig.from_dict(json.loads(args.decoder_config))

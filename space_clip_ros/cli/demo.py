@@ -28,6 +28,8 @@ import signal
 import sys
 from pathlib import Path
 
+from .common import setup_logging
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -76,10 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     from ..demo.runner import DemoError, DemoOptions, run_demo  # rclpy and friends after argument errors
 
-    # Not cli.common's setup_logging: that module imports the model (torch), which the demo process
-    # needs only when it trains.
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
 
     options = DemoOptions(
         output_dir=args.out,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from ..model import DecoderConfig, ModelConfig, SpaceClip, load_model
-from ..model.checkpoint import CheckpointError
 from .common import add_model_arguments, backbone_from_args, decoder_from_args, setup_logging
+
+if TYPE_CHECKING:
+    from ..model import SpaceClip
 
 
 def collect_info(model: SpaceClip) -> dict:
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     setup_logging()
+    from ..model import CheckpointError, DecoderConfig, ModelConfig, SpaceClip, load_model  # torch: after --help
+
     try:
         if args.checkpoint:
             model, _ = load_model(args.checkpoint, backbone=backbone_from_args(args), decoder=decoder_from_args(args))

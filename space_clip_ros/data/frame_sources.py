@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 from space_clip_ros.data.camera import CameraIntrinsics
+from space_clip_ros.data.formats import FOLDER_META_FILE, read_rgb
 from space_clip_ros.data.synthetic import (
     KITTI_INTRINSICS,
     NYU_INTRINSICS,
@@ -46,7 +47,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tif
 SCENE_CAMERAS = {"indoor": NYU_INTRINSICS, "street": KITTI_INTRINSICS}
 #: Output size of a synthetic source when none is asked for: NYU's 640x480, a KITTI-shaped 832x256.
 DEFAULT_SCENE_SIZES = {"indoor": (640, 480), "street": (832, 256)}
-FOLDER_INTRINSICS_NAME = "intrinsics.yaml"
 #: Rendered frames kept for later passes of a looping synthetic source, at most this many bytes.
 MAX_CACHE_BYTES = 256 * 1024 * 1024
 _CACHED_BYTES_PER_PIXEL = 3 + 4  # uint8 RGB + float32 depth
@@ -223,11 +223,12 @@ def list_images(folder: Path, pattern: str = "*") -> list[Path]:
 
 
 def read_image_rgb(path: Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB (grey and 16-bit images converted)."""
-    pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)  # 8-bit BGR whatever the file holds
-    if pixels is None:
-        raise FrameSourceError(f"cannot read image {path}")
-    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    """An image file as (H, W, 3) uint8 RGB (grey and 16-bit images converted); the datasets' reader,
+    raising FrameSourceError for a missing, empty, truncated or undecodable file."""
+    try:
+        return read_rgb(path)
+    except (OSError, ValueError) as exc:  # FileNotFoundError, CorruptFileError
+        raise FrameSourceError(f"cannot read image {path}: {exc}") from exc
 
 
 @dataclass
@@ -256,7 +257,7 @@ class ImageFolderSource:
             raise FrameSourceError(
                 f"no images ({', '.join(IMAGE_SUFFIXES)}) matching {self.pattern!r} in {self.folder}"
             )
-        intrinsics_file = Path(self.intrinsics_file) if self.intrinsics_file else self.folder / FOLDER_INTRINSICS_NAME
+        intrinsics_file = Path(self.intrinsics_file) if self.intrinsics_file else self.folder / FOLDER_META_FILE
         if not intrinsics_file.is_file():
             raise FrameSourceError(
                 f"intrinsics file {intrinsics_file} not found; give one (fx, fy, cx, cy, width, height)"

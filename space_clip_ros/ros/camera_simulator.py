@@ -20,11 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -45,6 +41,15 @@ from space_clip_ros.msgs import (
     rgb_to_compressed_msg,
     rgb_to_image_msg,
 )
+from space_clip_ros.ros.node_main import run_node
+from space_clip_ros.ros.parameter_table import (
+    IMAGE_TRANSPORTS,
+    RELIABILITIES,
+    ParameterSpec,
+    ParameterValue,
+    declare_parameters,
+)
+from space_clip_ros.ros.qos import output_qos
 
 NODE_NAME = "camera_simulator"
 IMAGE_TOPIC = "image_raw"
@@ -52,78 +57,52 @@ COMPRESSED_IMAGE_TOPIC = "image_raw/compressed"
 CAMERA_INFO_TOPIC = "camera_info"
 GROUND_TRUTH_TOPIC = "ground_truth/depth"
 OUTPUT_ENCODINGS = ("rgb8", "bgr8")
-IMAGE_TRANSPORTS = ("raw", "compressed")
-RELIABILITIES = ("reliable", "best_effort")
-QOS_DEPTH = 5
 
-EXIT_OK = 0
-EXIT_SOURCE_ERROR = 2
+EXIT_SOURCE_ERROR = 2  # exit code of main() for a bad parameter or source (0: stopped normally)
 
 
-@dataclass(frozen=True)
-class SimulatorParameter:
-    """One parameter of the simulator: name, default (its type is the parameter's type), help."""
-
-    name: str
-    default: Any
-    description: str
-    choices: tuple[str, ...] = ()
-    min_value: float | None = None
-    max_value: float | None = None
-
-    def descriptor(self) -> ParameterDescriptor:
-        constraints = f"one of: {', '.join(self.choices)}" if self.choices else ""
-        descriptor = ParameterDescriptor(
-            name=self.name, description=self.description, additional_constraints=constraints, read_only=True
-        )
-        if self.min_value is not None and isinstance(self.default, float):
-            descriptor.floating_point_range = [
-                FloatingPointRange(from_value=float(self.min_value), to_value=float(self.max_value), step=0.0)
-            ]
-        elif self.min_value is not None:
-            descriptor.integer_range = [
-                IntegerRange(from_value=int(self.min_value), to_value=int(self.max_value), step=1)
-            ]
-        return descriptor
+def _parameter(name: str, default: ParameterValue, description: str, **limits: Any) -> ParameterSpec:
+    """A simulator parameter: every one is fixed at start-up."""
+    return ParameterSpec(name, default, description, read_only=True, **limits)
 
 
-PARAMETERS: tuple[SimulatorParameter, ...] = (
-    SimulatorParameter("source", "synthetic", "Where frames come from: synthetic (a generated scene the camera "
-                       "moves through), folder (images + intrinsics file) or video (a video file).",
-                       choices=SOURCE_KINDS),
-    SimulatorParameter("rate", 10.0, "Frames per second to publish.", min_value=0.1, max_value=1000.0),
-    SimulatorParameter("width", 0, "Image width in pixels; 0 (with height 0): the source's size "
-                       "(synthetic: 640x480 indoor, 832x256 street).", min_value=0, max_value=8192),
-    SimulatorParameter("height", 0, "Image height in pixels; 0 (with width 0): the source's size.",
-                       min_value=0, max_value=8192),
-    SimulatorParameter("scene", "indoor", "Synthetic scene kind: indoor (a furnished room, NYU-like camera) or "
-                       "street (a road with buildings and cars, KITTI-like camera).", choices=SCENE_KINDS),
-    SimulatorParameter("seed", 0, "Synthetic scene seed (same seed, same scene).", min_value=0, max_value=2**31 - 1),
-    SimulatorParameter("frames_per_pass", 100, "Synthetic: frames for one pass of the camera along the scene's "
-                       "path (more frames, slower motion).", min_value=1, max_value=100000),
-    SimulatorParameter("loop", True, "Start again after the last frame (synthetic: go back along the path); "
-                       "false: exit after the last frame."),
-    SimulatorParameter("max_frames", 0, "Exit after publishing this many frames; 0: no limit.",
-                       min_value=0, max_value=2**31 - 1),
-    SimulatorParameter("frame_id", "camera_color_optical_frame", "header.frame_id of image and camera_info "
-                       "(the camera's optical frame: z forward, x right, y down)."),
-    SimulatorParameter("folder", "", "Source folder: the images (or its rgb/ sub-folder), in name order."),
-    SimulatorParameter("image_pattern", "*", "Folder: glob pattern of the image file names, e.g. color_*.png."),
-    SimulatorParameter("intrinsics_file", "", "YAML/JSON intrinsics (fx, fy, cx, cy, width, height, or the ROS "
-                       "camera_calibration format). Empty: <folder>/intrinsics.yaml for folder; a field of view "
-                       "guess (fov_deg) for video."),
-    SimulatorParameter("video_path", "", "Source video: a video file OpenCV can read."),
-    SimulatorParameter("fov_deg", 60.0, "Video without intrinsics file: horizontal field of view assumed.",
-                       min_value=1.0, max_value=179.0),
-    SimulatorParameter("encoding", "rgb8", "Raw image encoding.", choices=OUTPUT_ENCODINGS),
-    SimulatorParameter("image_transport", "raw", "raw: sensor_msgs/Image on image_raw; compressed: "
-                       "sensor_msgs/CompressedImage on image_raw/compressed.", choices=IMAGE_TRANSPORTS),
-    SimulatorParameter("compressed_format", "jpeg", "Compression of image_raw/compressed.",
-                       choices=COMPRESSED_FORMATS),
-    SimulatorParameter("reliability", "reliable", "QoS reliability of the publishers (keep last 5).",
-                       choices=RELIABILITIES),
-    SimulatorParameter("publish_ground_truth", False, "Synthetic: also publish the exact depth (32FC1 metres, "
-                       "NaN where none) on ground_truth/depth, stamped like the image."),
+#: Every parameter of the simulator (docs/demo_and_bags.md carries their table).
+PARAMETERS: tuple[ParameterSpec, ...] = (
+    _parameter("source", "synthetic", "Where frames come from: synthetic (a generated scene the camera "
+               "moves through), folder (images + intrinsics file) or video (a video file).",
+               choices=SOURCE_KINDS),
+    _parameter("rate", 10.0, "Frames per second to publish.", min_value=0.1, max_value=1000.0),
+    _parameter("width", 0, "Image width in pixels; 0 (with height 0): the source's size "
+               "(synthetic: 640x480 indoor, 832x256 street).", min_value=0, max_value=8192),
+    _parameter("height", 0, "Image height in pixels; 0 (with width 0): the source's size.",
+               min_value=0, max_value=8192),
+    _parameter("scene", "indoor", "Synthetic scene kind: indoor (a furnished room, NYU-like camera) or "
+               "street (a road with buildings and cars, KITTI-like camera).", choices=SCENE_KINDS),
+    _parameter("seed", 0, "Synthetic scene seed (same seed, same scene).", min_value=0, max_value=2**31 - 1),
+    _parameter("frames_per_pass", 100, "Synthetic: frames for one pass of the camera along the scene's "
+               "path (more frames, slower motion).", min_value=1, max_value=100000),
+    _parameter("loop", True, "Start again after the last frame (synthetic: go back along the path); "
+               "false: exit after the last frame."),
+    _parameter("max_frames", 0, "Exit after publishing this many frames; 0: no limit.",
+               min_value=0, max_value=2**31 - 1),
+    _parameter("frame_id", "camera_color_optical_frame", "header.frame_id of image and camera_info "
+               "(the camera's optical frame: z forward, x right, y down)."),
+    _parameter("folder", "", "Source folder: the images (or its rgb/ sub-folder), in name order."),
+    _parameter("image_pattern", "*", "Folder: glob pattern of the image file names, e.g. color_*.png."),
+    _parameter("intrinsics_file", "", "YAML/JSON intrinsics (fx, fy, cx, cy, width, height, or the ROS "
+               "camera_calibration format). Empty: <folder>/intrinsics.yaml for folder; a field of view "
+               "guess (fov_deg) for video."),
+    _parameter("video_path", "", "Source video: a video file OpenCV can read."),
+    _parameter("fov_deg", 60.0, "Video without intrinsics file: horizontal field of view assumed.",
+               min_value=1.0, max_value=179.0),
+    _parameter("encoding", "rgb8", "Raw image encoding.", choices=OUTPUT_ENCODINGS),
+    _parameter("image_transport", "raw", "raw: sensor_msgs/Image on image_raw; compressed: "
+               "sensor_msgs/CompressedImage on image_raw/compressed.", choices=IMAGE_TRANSPORTS),
+    _parameter("compressed_format", "jpeg", "Compression of image_raw/compressed.", choices=COMPRESSED_FORMATS),
+    _parameter("reliability", "reliable", "QoS reliability of the publishers (keep last 5, volatile).",
+               choices=RELIABILITIES),
+    _parameter("publish_ground_truth", False, "Synthetic: also publish the exact depth (32FC1 metres, "
+               "NaN where none) on ground_truth/depth, stamped like the image."),
 )
 
 
@@ -143,10 +122,11 @@ class SimulatorSettings:
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> SimulatorSettings:
+        """Settings from a value of every parameter; raises FrameSourceError for an invalid one."""
         for spec in PARAMETERS:
-            if spec.choices and values[spec.name] not in spec.choices:
-                raise FrameSourceError(f"{spec.name} must be one of {', '.join(spec.choices)}, "
-                                       f"got {values[spec.name]!r}")
+            reason = spec.check(values[spec.name])
+            if reason is not None:
+                raise FrameSourceError(reason)
         source = FrameSourceConfig(
             source=values["source"], width=values["width"], height=values["height"], loop=values["loop"],
             scene=values["scene"], seed=values["seed"], frames_per_pass=values["frames_per_pass"],
@@ -191,22 +171,14 @@ class CameraSimulator(Node):
 
     def __init__(self, **node_options) -> None:
         super().__init__(NODE_NAME, **node_options)
-        for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, spec.descriptor())
-        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
-        self._settings = SimulatorSettings.from_values(values)
+        self._settings = SimulatorSettings.from_values(declare_parameters(self, PARAMETERS))
         self._source = open_frame_source(self._settings.source)
         self._frames = iter(self._source)
         self.published = 0
         #: Done when the last frame went out (max_frames reached or a non-looping source ended).
         self.finished = Future()
 
-        qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=QOS_DEPTH,
-            reliability=ReliabilityPolicy.RELIABLE if self._settings.reliability == "reliable"
-            else ReliabilityPolicy.BEST_EFFORT,
-        )
+        qos = output_qos(self._settings.reliability)  # keep last 5, volatile: as the depth node's outputs
         if self._settings.image_transport == "compressed":
             self._image_pub = self.create_publisher(CompressedImage, COMPRESSED_IMAGE_TOPIC, qos)
         else:
@@ -250,29 +222,18 @@ class CameraSimulator(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``ros2 run space_clip_ros camera_simulator`` (rclpy reads ``--ros-args``)."""
-    logger = rclpy.logging.get_logger(NODE_NAME)
-    try:
-        rclpy.init(args=args)
-    except _rclpy.RCLError as exc:
-        logger.fatal(f"cannot parse the command line: {exc}")
-        return EXIT_SOURCE_ERROR
-    try:
-        node = CameraSimulator()
-    except (FrameSourceError, rclpy.exceptions.ParameterException) as exc:
-        logger.fatal(f"refusing to start: {exc}")
-        rclpy.try_shutdown()
-        return EXIT_SOURCE_ERROR
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin_until_future_complete(node.finished)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        node.get_logger().info(f"published {node.published} frame(s); stopping: interrupted")
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return EXIT_OK
+    return run_node(
+        NODE_NAME,
+        args,
+        CameraSimulator,
+        startup_errors=[((FrameSourceError, rclpy.exceptions.ParameterException), "refusing to start",
+                         EXIT_SOURCE_ERROR)],
+        command_line_exit_code=EXIT_SOURCE_ERROR,
+        until=lambda node: node.finished,
+        on_interrupt=lambda node: node.get_logger().info(
+            f"published {node.published} frame(s); stopping: interrupted"
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.time import Time
@@ -33,6 +31,8 @@ from space_clip_ros.ros.frame_slot import LatestFrameSlot
 from space_clip_ros.ros.log_limiter import RepeatLimiter
 from space_clip_ros.ros.logging_bridge import forward_package_logs, stop_forwarding
 from space_clip_ros.ros.model_setup import MODEL_SETUP_ERRORS, build_predictor, model_facts
+from space_clip_ros.ros.node_main import run_node
+from space_clip_ros.ros.parameter_table import declare_parameters
 from space_clip_ros.ros.parameters import (
     PARAMETERS,
     PARAMETERS_BY_NAME,
@@ -48,8 +48,7 @@ DIAGNOSTICS_PERIOD_S = 1.0
 NO_CAMERA_INFO_WARN_PERIOD_S = 10.0
 WORKER_JOIN_TIMEOUT_S = 10.0
 
-# Exit codes of main().
-EXIT_OK = 0
+# Exit codes of main() besides 0 (stopped normally).
 EXIT_MODEL_ERROR = 1
 EXIT_PARAMETER_ERROR = 2
 
@@ -74,7 +73,7 @@ class DepthNode(Node):
         self._all_declared = False
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
-        self.declare_parameters("", [(spec.name, spec.default, spec.descriptor()) for spec in PARAMETERS])
+        declare_parameters(self, PARAMETERS)  # each value reaches self._values via the callbacks
         reason = check_consistency(self._values)
         if reason is not None:
             raise StartupError(reason)
@@ -276,35 +275,17 @@ class DepthNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``ros2 run space_clip_ros depth_node`` (rclpy reads ``--ros-args`` itself)."""
-    logger = rclpy.logging.get_logger(NODE_NAME)
-    try:
-        rclpy.init(args=args)
-    except _rclpy.RCLError as exc:  # malformed --ros-args (e.g. a -p value that is not YAML)
-        logger.fatal(f"cannot parse the command line: {exc}")
-        return EXIT_PARAMETER_ERROR
-    try:
-        node = DepthNode()
-    except (rclpy.exceptions.ParameterException, StartupError) as exc:
-        logger.fatal(f"refusing to start: {exc}")
-        rclpy.try_shutdown()
-        return EXIT_PARAMETER_ERROR
-    except MODEL_SETUP_ERRORS as exc:
-        logger.fatal(f"cannot load the model: {exc}")
-        rclpy.try_shutdown()
-        return EXIT_MODEL_ERROR
-
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.stop()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return EXIT_OK
+    return run_node(
+        NODE_NAME,
+        args,
+        DepthNode,
+        startup_errors=[
+            ((rclpy.exceptions.ParameterException, StartupError), "refusing to start", EXIT_PARAMETER_ERROR),
+            (MODEL_SETUP_ERRORS, "cannot load the model", EXIT_MODEL_ERROR),
+        ],
+        command_line_exit_code=EXIT_PARAMETER_ERROR,
+        on_stop=DepthNode.stop,
+    )
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """One camera frame in, the depth node's output messages out (no rclpy: callable from tests and tools).
 
 Conversions and geometry are the ``msgs`` package's; inference is the predictor's. This module only
-decides which of them run for a frame, in which order, and at which size:
+decides which of them run for a frame, in which order, and at which size. Two steps:
 
-1. decode the image message to RGB (raw or compressed);
-2. one encoder + decoder pass at the output size (with the CLIP embedding when asked for);
-3. rescale depth by focal length (when on, and a CameraInfo is known);
-4. apply [min_depth, max_depth]: the depth image, the cloud and the colour picture all show the
-   same valid pixels, so each cloud point is the back-projection of its depth pixel;
-5. build the messages, all with the image's stamp and the output frame id.
+* inference (:meth:`DepthFrameProcessor.process`): decode the image message to RGB (raw or
+  compressed), then one encoder + decoder pass at the output size (with the CLIP embedding when
+  asked for);
+* output building (:meth:`DepthOutputBuilder.build`, shared with the bag tool, which runs the
+  predictor on batches itself): rescale depth by focal length (when on, and a CameraInfo is
+  known); apply [min_depth, max_depth], so that the depth image, the cloud and the colour picture
+  all show the same valid pixels and each cloud point is the back-projection of its depth pixel;
+  build the messages, all with the image's stamp and the output frame id.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import array
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -37,6 +40,9 @@ from space_clip_ros.msgs import (
 )
 from space_clip_ros.ros.parameters import DepthNodeSettings
 
+if TYPE_CHECKING:
+    from space_clip_ros.model import CheckpointRecord
+
 #: Label of the single dimension of the embedding message's layout.
 EMBEDDING_LABEL = "clip_image_embedding"
 
@@ -55,16 +61,67 @@ class CameraCalibration:
 
 
 @dataclass(frozen=True)
-class FrameOutputs:
-    """The messages of one frame; None where an output is off or cannot be made yet."""
+class OutputSettings:
+    """What :meth:`DepthOutputBuilder.build` makes of a depth map (the node's parameters, or the
+    bag tool's options, that concern the outputs).
+
+    Attributes:
+        min_depth, max_depth: valid depth range in metres (outside: NaN / 0, and no cloud point).
+        depth_encoding: 32FC1 (metres, NaN invalid) or 16UC1 (millimetres, 0 invalid).
+        frame_id: frame of every output; empty: the source image's.
+        focal_rescale: rescale depth by the camera's focal length relative to the training camera's.
+        publish_points: build a point cloud (when a calibration is known).
+        points_organized, points_stride, points_rgb: point cloud layout.
+        cloud_max_range: farthest z a cloud point may have (metres).
+        colormap: OpenCV colour map of the colour-mapped depth picture; None: no picture.
+    """
+
+    min_depth: float
+    max_depth: float
+    depth_encoding: str
+    frame_id: str
+    focal_rescale: bool
+    publish_points: bool
+    points_organized: bool
+    points_stride: int
+    points_rgb: bool
+    cloud_max_range: float
+    colormap: str | None
+
+    @classmethod
+    def from_node_settings(cls, settings: DepthNodeSettings) -> OutputSettings:
+        return cls(
+            min_depth=settings.min_depth,
+            max_depth=settings.max_depth,
+            depth_encoding=settings.depth_encoding,
+            frame_id=settings.frame_id,
+            focal_rescale=settings.focal_rescale,
+            publish_points=settings.publish_points,
+            points_organized=settings.points_organized,
+            points_stride=settings.points_stride,
+            points_rgb=settings.points_rgb,
+            cloud_max_range=settings.cloud_max_range,
+            colormap=settings.colormap if settings.publish_colored else None,
+        )
+
+
+@dataclass(frozen=True)
+class DepthOutputs:
+    """The messages built from one depth map; None where an output is off or cannot be made yet."""
 
     depth_image: Image
     depth_camera_info: CameraInfo | None
     points: PointCloud2 | None
     colored: Image | None
+    depth_scale: float  # the focal rescaling factor applied to the depth (1.0: none)
+
+
+@dataclass(frozen=True)
+class FrameOutputs(DepthOutputs):
+    """The messages of one frame, and what the node reports about it."""
+
     embedding: Float32MultiArray | None
     inference_s: float
-    depth_scale: float
     image_size: tuple[int, int]  # (width, height) of the decoded input image
     # (width, height) the CameraInfo described when that differed from the image (it was rescaled).
     camera_info_size_mismatch: tuple[int, int] | None
@@ -75,6 +132,14 @@ def decode_image(message: Image | CompressedImage) -> np.ndarray:
     if isinstance(message, CompressedImage):
         return compressed_msg_to_rgb(message)
     return image_msg_to_rgb(message)
+
+
+def output_header(source: Header, frame_id: str) -> Header:
+    """The header of every output of a frame: the image's stamp, ``frame_id`` (empty: the image's)."""
+    return Header(
+        stamp=Time(sec=source.stamp.sec, nanosec=source.stamp.nanosec),
+        frame_id=frame_id or source.frame_id,
+    )
 
 
 def embedding_message(embedding: np.ndarray) -> Float32MultiArray:
@@ -89,51 +154,51 @@ def embedding_message(embedding: np.ndarray) -> Float32MultiArray:
     return msg
 
 
-class DepthFrameProcessor:
-    """Runs the predictor on frames and builds the output messages; keeps the cloud ray cache."""
+class DepthOutputBuilder:
+    """Builds the output messages of depth maps (the node's and the bag tool's); keeps the cloud ray cache.
 
-    def __init__(self, predictor: DepthPredictor) -> None:
-        self._predictor = predictor
+    Args:
+        record: the checkpoint's training record (for focal rescaling); None: no rescaling.
+    """
+
+    def __init__(self, record: CheckpointRecord | None) -> None:
+        self._record = record
         self._clouds = PointCloudBuilder()
 
-    def process(
+    def build(
         self,
-        message: Image | CompressedImage,
+        depth: Any,
+        source_header: Header,
         calibration: CameraCalibration | None,
-        settings: DepthNodeSettings,
-    ) -> FrameOutputs:
-        """All enabled outputs of one frame. Raises ValueError subclasses (ImageConversionError,
-        CameraInfoError, PointCloudError) for input that cannot be used; the text says why."""
-        rgb = decode_image(message)
-        image_height, image_width = rgb.shape[:2]
-        out_height, out_width = settings.output_size or (image_height, image_width)
+        settings: OutputSettings,
+        rgb: np.ndarray | None = None,
+    ) -> DepthOutputs:
+        """The outputs of one depth map.
 
-        started = time.perf_counter()
-        prediction = self._predictor.infer(
-            rgb[None], output_size=(out_height, out_width), with_embedding=settings.publish_embedding
-        )
-        depth = prediction.depth[0].float().cpu().numpy()
-        embedding = None if prediction.embedding is None else prediction.embedding[0].float().cpu().numpy()
-        inference_s = time.perf_counter() - started
+        Args:
+            depth: (H, W) metric depth at the output size, a float32 NumPy array or a torch tensor
+                (on any device). Not modified.
+            source_header: header of the image the depth was predicted from (stamp, frame id).
+            calibration: the image's CameraInfo; None: depth image only, no focal rescaling.
+            settings: what to build.
+            rgb: the image's (H', W', 3) RGB pixels, for the cloud's colours (resized to the depth
+                map when the sizes differ); only read with ``settings.points_rgb``.
 
-        header = Header(
-            stamp=Time(sec=message.header.stamp.sec, nanosec=message.header.stamp.nanosec),
-            frame_id=settings.frame_id or message.header.frame_id,
-        )
+        Raises PointCloudError (a ValueError) when the cloud cannot be built.
+        """
+        if not isinstance(depth, np.ndarray):
+            depth = depth.float().cpu().numpy()  # a torch tensor
+        out_height, out_width = depth.shape
+        header = output_header(source_header, settings.frame_id)
 
-        size_mismatch = None
         depth_scale = 1.0
         depth_info = None
         if calibration is not None:
             camera = calibration.intrinsics
-            if (camera.width, camera.height) != (image_width, image_height):
-                size_mismatch = (camera.width, camera.height)
             if settings.focal_rescale:
                 # The factor compares focal lengths relative to image size, so the CameraInfo's
                 # own size serves whatever size the image arrived at.
-                depth_scale = focal_rescale_factor(
-                    camera.fx, camera.fy, (camera.height, camera.width), self._predictor.record
-                )
+                depth_scale = focal_rescale_factor(camera.fx, camera.fy, (camera.height, camera.width), self._record)
             # From the CameraInfo's image straight to the depth map's size (a pure scaling, so the
             # same as rescaling to the image first).
             depth_info = scale_camera_info(calibration.info, out_width, out_height)
@@ -150,7 +215,7 @@ class DepthFrameProcessor:
         points = None
         if settings.publish_points and depth_info is not None:
             colours = None
-            if settings.points_rgb:
+            if settings.points_rgb and rgb is not None:
                 colours = rgb if rgb.shape[:2] == depth.shape else cv2.resize(
                     rgb, (out_width, out_height), interpolation=cv2.INTER_AREA
                 )
@@ -165,19 +230,61 @@ class DepthFrameProcessor:
             )
 
         colored = None
-        if settings.publish_colored:
+        if settings.colormap is not None:
             bgr = colorize_depth(depth, settings.min_depth, settings.max_depth, settings.colormap)
             # rgb_to_image_msg takes RGB and writes bgr8 itself.
             colored = rgb_to_image_msg(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), header, encoding="bgr8")
 
-        return FrameOutputs(
+        return DepthOutputs(
             depth_image=depth_image,
             depth_camera_info=depth_info,
             points=points,
             colored=colored,
+            depth_scale=depth_scale,
+        )
+
+
+class DepthFrameProcessor:
+    """Runs the predictor on frames (inference step) and hands the depth to a DepthOutputBuilder."""
+
+    def __init__(self, predictor: DepthPredictor) -> None:
+        self._predictor = predictor
+        self._outputs = DepthOutputBuilder(predictor.record)
+
+    def process(
+        self,
+        message: Image | CompressedImage,
+        calibration: CameraCalibration | None,
+        settings: DepthNodeSettings,
+    ) -> FrameOutputs:
+        """All enabled outputs of one frame. Raises ValueError subclasses (ImageConversionError,
+        CameraInfoError, PointCloudError) for input that cannot be used; the text says why."""
+        rgb = decode_image(message)
+        image_height, image_width = rgb.shape[:2]
+
+        started = time.perf_counter()
+        prediction = self._predictor.infer(
+            rgb[None],
+            output_size=settings.output_size or (image_height, image_width),
+            with_embedding=settings.publish_embedding,
+        )
+        depth = prediction.depth[0].float().cpu().numpy()
+        embedding = None if prediction.embedding is None else prediction.embedding[0].float().cpu().numpy()
+        inference_s = time.perf_counter() - started
+
+        size_mismatch = None
+        if calibration is not None:
+            camera = calibration.intrinsics
+            if (camera.width, camera.height) != (image_width, image_height):
+                size_mismatch = (camera.width, camera.height)
+
+        outputs = self._outputs.build(
+            depth, message.header, calibration, OutputSettings.from_node_settings(settings), rgb=rgb
+        )
+        return FrameOutputs(
+            **vars(outputs),
             embedding=None if embedding is None else embedding_message(embedding),
             inference_s=inference_s,
-            depth_scale=depth_scale,
             image_size=(image_width, image_height),
             camera_info_size_mismatch=size_mismatch,
         )

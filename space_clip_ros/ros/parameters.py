@@ -1,37 +1,32 @@
 """The depth node's parameters: one table read by the node, config/depth.yaml's test and the docs.
 
-Each :class:`ParameterSpec` says what a parameter is (type, default, valid values, whether it can
-change while the node runs) and how to check a value; :data:`PARAMETERS` is the whole table.
-The node declares exactly these (with descriptors built here), refuses values that fail
-:func:`check_value` or :func:`check_consistency`, and reads them back as one typed
-:class:`DepthNodeSettings` snapshot per frame. :func:`render_markdown_table` writes the table that
-docs/ros_node.md carries (a test keeps the two equal). No rclpy here: only message types.
+Each :class:`~space_clip_ros.ros.parameter_table.ParameterSpec` says what a parameter is (type,
+default, valid values, whether it can change while the node runs) and how to check a value;
+:data:`PARAMETERS` is the whole table. The node declares exactly these (descriptors and checks
+are the ``parameter_table`` machinery's), refuses values that fail :func:`check_value` or
+:func:`check_consistency`, and reads them back as one typed :class:`DepthNodeSettings` snapshot
+per frame. :func:`render_markdown_table` writes the table that docs/ros_node.md carries (a test
+keeps the two equal). No rclpy here: only message types.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    ParameterType,
-)
-
 from space_clip_ros.inference.predictor import DEVICES, PRECISIONS
 from space_clip_ros.msgs import COLORMAP_NAMES, DEPTH_ENCODINGS
-
-ParameterValue = bool | int | float | str
-
-IMAGE_TRANSPORTS = ("raw", "compressed")
-RELIABILITIES = ("reliable", "best_effort")
+from space_clip_ros.ros.parameter_table import (
+    IMAGE_TRANSPORTS,
+    RELIABILITIES,
+    ParameterSpec,
+    ParameterValue,
+    markdown_table,
+)
 
 _CUDA_INDEX = re.compile(r"^cuda:\d+$")
 
@@ -52,96 +47,6 @@ def _check_vision_overrides(value: str) -> str | None:
     if not isinstance(parsed, dict):
         return f"must be a JSON object such as {{\"width\": 64}}, got {type(parsed).__name__} '{value}'"
     return None
-
-
-@dataclass(frozen=True)
-class ParameterSpec:
-    """One parameter of the depth node.
-
-    Attributes:
-        name: the ROS parameter name.
-        default: the default value; its Python type is the parameter's type.
-        description: what it does (shown by ``ros2 param describe`` and in the docs).
-        group: heading it is listed under in config/depth.yaml and the docs.
-        read_only: fixed at start-up (model, device, topics, QoS); runtime changes are refused.
-        min_value, max_value: inclusive range of an int or float parameter.
-        choices: the allowed values of a string parameter.
-        extra_check: further check of a value, returning the reason it is refused (or None).
-        constraint_text: human-readable rule for values an extra check enforces.
-    """
-
-    name: str
-    default: ParameterValue
-    description: str
-    group: str
-    read_only: bool = False
-    min_value: int | float | None = None
-    max_value: int | float | None = None
-    choices: tuple[str, ...] = ()
-    extra_check: Callable[[Any], str | None] | None = None
-    constraint_text: str = ""
-
-    @property
-    def type_name(self) -> str:
-        """ROS parameter type name: bool, integer, double or string."""
-        return {bool: "bool", int: "integer", float: "double", str: "string"}[type(self.default)]
-
-    @property
-    def constraints(self) -> str:
-        """The valid values in words (for descriptors and docs)."""
-        parts = []
-        if self.min_value is not None and self.max_value is not None:
-            parts.append(f"{self.min_value} to {self.max_value}")
-        if self.choices:
-            parts.append("one of: " + ", ".join(self.choices))
-        if self.constraint_text:
-            parts.append(self.constraint_text)
-        return "; ".join(parts)
-
-    def check(self, value: Any) -> str | None:
-        """None if ``value`` is valid for this parameter, else the reason it is not."""
-        expected = type(self.default)
-        # bool is an int in Python; a ROS bool is never an integer or double parameter.
-        type_ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            type_ok = True
-        if not type_ok:
-            article = "an" if self.type_name == "integer" else "a"
-            return f"{self.name} must be {article} {self.type_name}, got {type(value).__name__} {value!r}"
-        if expected is float and not math.isfinite(value):
-            return f"{self.name} must be finite, got {value}"
-        if self.min_value is not None and value < self.min_value:
-            return f"{self.name} must be >= {self.min_value}, got {value}"
-        if self.max_value is not None and value > self.max_value:
-            return f"{self.name} must be <= {self.max_value}, got {value}"
-        if self.choices and value not in self.choices:
-            return f"{self.name} must be one of {', '.join(self.choices)}; got '{value}'"
-        if self.extra_check is not None:
-            reason = self.extra_check(value)
-            if reason is not None:
-                return f"{self.name} {reason}"
-        return None
-
-    def descriptor(self) -> ParameterDescriptor:
-        """The ParameterDescriptor the node declares this parameter with."""
-        when = " Read-only: set at start-up." if self.read_only else " Can change at runtime."
-        text = self.description + when
-        descriptor = ParameterDescriptor(
-            name=self.name,
-            type=getattr(ParameterType, "PARAMETER_" + self.type_name.upper()),
-            description=text,
-            additional_constraints=self.constraints,
-            read_only=self.read_only,
-        )
-        if isinstance(self.default, float) and self.min_value is not None:
-            descriptor.floating_point_range = [
-                FloatingPointRange(from_value=float(self.min_value), to_value=float(self.max_value), step=0.0)
-            ]
-        elif self.type_name == "integer" and self.min_value is not None:
-            descriptor.integer_range = [
-                IntegerRange(from_value=int(self.min_value), to_value=int(self.max_value), step=1)
-            ]
-        return descriptor
 
 
 _MODEL = "model"
@@ -400,37 +305,6 @@ def check_changes(current: Mapping[str, ParameterValue], changes: Mapping[str, A
     return check_consistency({**current, **changes})
 
 
-def _markdown_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _format_default(value: ParameterValue) -> str:
-    if isinstance(value, bool):
-        return "`true`" if value else "`false`"
-    if isinstance(value, str):
-        return f'`"{value}"`'
-    return f"`{value}`"
-
-
 def render_markdown_table(specs: Iterable[ParameterSpec] = PARAMETERS) -> str:
     """The parameter table of docs/ros_node.md (name, type, default, valid values, runtime, description)."""
-    lines = [
-        "| parameter | type | default | valid values | runtime change | description |",
-        "|---|---|---|---|---|---|",
-    ]
-    for spec in specs:
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    f"`{spec.name}`",
-                    spec.type_name,
-                    _format_default(spec.default),
-                    _markdown_cell(spec.constraints or "any"),
-                    "no (read-only)" if spec.read_only else "yes, next frame",
-                    _markdown_cell(spec.description),
-                ]
-            )
-            + " |"
-        )
-    return "\n".join(lines) + "\n"
+    return markdown_table(specs)
