@@ -113,9 +113,8 @@ def test_training_mode_returns_weighted_aux_maps(tiny_model_config):
     model = SpaceClip(tiny_model_config).train()
     out = model(torch.randn(2, 3, 224, 224), output_size=(64, 96))
     assert [a.shape for a in out.aux] == [(2, 1, 64, 96)] * 3
-    no_aux = SpaceClip(
-        ModelConfig(backbone=tiny_model_config.backbone, decoder=DecoderConfig(channels=(32, 16, 16, 8), aux_heads=False))
-    ).train()
+    decoder = DecoderConfig(channels=(32, 16, 16, 8), aux_heads=False)
+    no_aux = SpaceClip(ModelConfig(backbone=tiny_model_config.backbone, decoder=decoder)).train()
     assert no_aux(torch.randn(2, 3, 224, 224), output_size=(64, 96)).aux == []
 
 
@@ -155,9 +154,9 @@ def test_full_open_clip_checkpoint_file_is_accepted(tmp_path, tiny_backbone_conf
     full = {f"visual.{k}": v for k, v in source.visual.state_dict().items()}
     full["text_projection"] = torch.zeros(4, 4)  # text keys are ignored
     torch.save({"state_dict": full}, tmp_path / "clip.pt")
-    loaded = build_backbone(
-        BackboneConfig(name="ViT-B-16", pretrained=str(tmp_path / "clip.pt"), vision_overrides=tiny_backbone_config.vision_overrides)
-    )
+    overrides = tiny_backbone_config.vision_overrides
+    config = BackboneConfig(name="ViT-B-16", pretrained=str(tmp_path / "clip.pt"), vision_overrides=overrides)
+    loaded = build_backbone(config)
     images = torch.randn(1, 3, 224, 224)
     assert torch.equal(source(images).global_features, loaded(images).global_features)
 
