@@ -200,8 +200,9 @@ def test_rviz_config_shows_the_node_default_topics_in_its_default_frame():
 
 
 # ---- the docs ------------------------------------------------------------------------------------------
-def test_docs_carry_the_generated_tables():
-    text = DOCS_FILE.read_text()
+@pytest.mark.parametrize("doc", [DOCS_FILE, DOCS_FILE.parents[1] / "README.md"], ids=["ros_node.md", "README.md"])
+def test_docs_carry_the_generated_tables(doc):
+    text = doc.read_text()
     hint = "regenerate with render_markdown_table() from space_clip_ros.ros.{parameters,topics}"
     assert render_parameter_table() in text, hint
     assert render_topic_table() in text, hint
