@@ -1,1 +1,27 @@
-"""Inference: the predictor shared by the node, the CLIs and the bag tool."""
+"""Inference: the predictor shared by the node, the CLIs and the bag tool, and its fast paths."""
+
+from .options import (
+    BACKENDS,
+    InferenceOptions,
+    OnnxRuntimeOptions,
+    TensorRTOptions,
+    TorchOptions,
+    default_options,
+    recommended_backend,
+    unoptimized_options,
+)
+from .predictor import DepthPredictor, Prediction, create_predictor
+
+__all__ = [
+    "BACKENDS",
+    "DepthPredictor",
+    "InferenceOptions",
+    "OnnxRuntimeOptions",
+    "Prediction",
+    "TensorRTOptions",
+    "TorchOptions",
+    "create_predictor",
+    "default_options",
+    "recommended_backend",
+    "unoptimized_options",
+]

@@ -1,12 +1,13 @@
 """The predictor: RGB uint8 arrays in, metric depth (metres) out. Used by the node and the CLIs.
 
 Conversion to float, resizing and normalisation run on the model's device (GPU when there is
-one), not in NumPy: only the uint8 pixels cross the host-device boundary.
+one), not in NumPy: only the uint8 pixels cross the host-device boundary (through a reused
+pinned buffer on CUDA). The model itself runs on one of three backends (torch, onnxruntime,
+tensorrt), plain or with the fast-path re-writes of :mod:`.options` (``optimize=True``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -17,6 +18,9 @@ import torch
 
 from ..model import BackboneConfig, CheckpointRecord, SpaceClip, load_model
 from ..model.preprocess import resize_and_normalize
+from .options import BACKENDS, InferenceOptions, default_options, recommended_backend, unoptimized_options
+from .torch_engine import TorchEngine
+from .upload import FrameUploader
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +76,33 @@ class Prediction:
     embedding: torch.Tensor | None = None  # (B, D) CLIP image embedding, when asked for
 
 
+def _build_engine(model: SpaceClip, device: torch.device, dtype: torch.dtype, options: InferenceOptions):
+    if options.backend == "torch":
+        return TorchEngine(model, device, dtype, options.torch)
+    if options.backend == "onnxruntime":
+        from .onnxruntime_engine import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(model.eval(), device, options.onnxruntime)
+    from .tensorrt_engine import TensorRTEngine
+
+    return TensorRTEngine(model.eval(), device, options.tensorrt)
+
+
 class DepthPredictor:
     """Runs a :class:`SpaceClip` model on RGB images of any size.
 
     Args:
-        model: the model (its weights are moved to ``device``).
+        model: the model (its weights are moved to ``device`` for the torch backend; re-writes
+            for ``optimize=True`` are made on a copy).
         device: ``auto``, ``cuda``, ``cuda:N`` or ``cpu``.
-        precision: ``fp32``, or ``fp16`` / ``bf16`` autocast on CUDA.
+        precision: ``fp32``, or ``fp16`` / ``bf16`` on CUDA (autocast; with ``optimize=True`` the
+            weights themselves are cast). Torch backend only: TensorRT's precision is
+            ``TensorRTOptions.fp16``, ONNX Runtime runs the graph as exported (fp32 / int8).
         record: the checkpoint record the decoder came from (for focal rescaling and reporting).
+        backend: ``torch`` (default), ``onnxruntime`` or ``tensorrt``.
+        optimize: use the backend's recommended fast path on this device (see
+            :func:`default_options`); ``False`` runs the model as trained, as before.
+        options: explicit settings; overrides ``backend`` and ``optimize`` when given.
     """
 
     def __init__(
@@ -88,15 +111,31 @@ class DepthPredictor:
         device: str = "auto",
         precision: str = "fp32",
         record: CheckpointRecord | None = None,
+        *,
+        backend: str = "torch",
+        optimize: bool = False,
+        options: InferenceOptions | None = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if options is not None and backend != "torch" and backend != options.backend:
+            raise ValueError(f"backend {backend!r} contradicts options.backend {options.backend!r}")
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.precision = {v: k for k, v in PRECISIONS.items()}[self.dtype]
         self.record = record
-        self.model = model.eval().to(self.device)
+        if options is None:
+            options = default_options(backend, self.device) if optimize else unoptimized_options(backend)
+        self.options = options
+        self.backend = options.backend
+        self.engine = _build_engine(model, self.device, self.dtype, options)
+        # The torch backend runs (a re-written copy of) the model on the device; the others run an
+        # exported graph and keep the original model where it is, for its configuration.
+        self.model = self.engine.model if isinstance(self.engine, TorchEngine) else model.eval()
         self.input_size = tuple(model.input_size)
         self.mean = tuple(model.mean)
         self.std = tuple(model.std)
+        self._uploader = FrameUploader(self.device)
 
     @classmethod
     def from_checkpoint(
@@ -105,9 +144,16 @@ class DepthPredictor:
         backbone: BackboneConfig | None = None,
         device: str = "auto",
         precision: str = "fp32",
+        *,
+        backend: str = "torch",
+        optimize: bool = False,
+        options: InferenceOptions | None = None,
     ) -> DepthPredictor:
         model, record = load_model(checkpoint, backbone=backbone)
-        return cls(model, device=device, precision=precision, record=record)
+        return cls(
+            model, device=device, precision=precision, record=record,
+            backend=backend, optimize=optimize, options=options,
+        )
 
     def describe(self) -> str:
         cfg = self.model.config.backbone
@@ -115,19 +161,24 @@ class DepthPredictor:
         decoder = "trained decoder" if self.record is not None else "UNTRAINED decoder"
         return (
             f"SPACE-CLIP {cfg.name} ({weights}), {decoder}, encoder input "
-            f"{self.input_size[0]}x{self.input_size[1]}, on {self.device} ({self.precision})"
+            f"{self.input_size[0]}x{self.input_size[1]}, on {self.device} ({self.precision}), "
+            f"backend {self.engine.describe()}"
         )
 
     def _to_device(self, images: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.ascontiguousarray(images))
-        if self.device.type == "cuda":
-            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor.permute(0, 3, 1, 2).float().div_(255.0)
+        return self._uploader.upload(images).permute(0, 3, 1, 2).float().div_(255.0)
 
-    def _autocast(self):
-        if self.device.type == "cuda" and self.dtype != torch.float32:
-            return torch.autocast(device_type="cuda", dtype=self.dtype)
-        return contextlib.nullcontext()
+    def prepare_inputs(self, images: np.ndarray) -> torch.Tensor:
+        """What the engine takes: normalised encoder pixels, or the raw frames for graphs that preprocess."""
+        if getattr(self.engine, "takes_images", False):
+            expected = self.engine.image_size
+            if tuple(images.shape[1:3]) != expected:
+                raise ValueError(
+                    f"the exported graph takes {expected[0]}x{expected[1]} frames (its --image-size), "
+                    f"got {images.shape[1]}x{images.shape[2]}; export one for this camera or use a 'pixels' graph"
+                )
+            return self._uploader.upload(images)
+        return resize_and_normalize(self._to_device(images), self.input_size, self.mean, self.std)
 
     @torch.inference_mode()
     def infer(
@@ -142,12 +193,8 @@ class DepthPredictor:
         if images.shape[1] == 0 or images.shape[2] == 0:
             raise ValueError(f"empty image of shape {images.shape[1:3]}")
         size = tuple(output_size) if output_size is not None else tuple(images.shape[1:3])
-        batch = resize_and_normalize(self._to_device(images), self.input_size, self.mean, self.std)
-        with self._autocast():
-            out = self.model(batch, output_size=size)
-            embedding = self.model.image_embedding(out.global_features) if with_embedding else None
-        depth = out.depth[:, 0].float()
-        return Prediction(depth=depth, embedding=None if embedding is None else embedding.float())
+        out = self.engine.run(self.prepare_inputs(images), size, with_embedding)
+        return Prediction(depth=out.depth[:, 0], embedding=out.embedding)
 
     def predict(self, images: np.ndarray, output_size: tuple[int, int] | None = None) -> np.ndarray:
         """RGB uint8 (H, W, 3) or (B, H, W, 3) -> float32 depth (H, W) or (B, H, W) in metres."""
@@ -156,3 +203,26 @@ class DepthPredictor:
         batch = images[None] if single else images
         depth = self.infer(batch, output_size).depth.cpu().numpy()
         return depth[0] if single else depth
+
+
+def create_predictor(
+    checkpoint: str | os.PathLike | None,
+    backbone: BackboneConfig | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    backend: str = "auto",
+    optimize: bool = True,
+) -> DepthPredictor:
+    """A predictor on the fastest measured path for the device (what the node should use).
+
+    ``precision="auto"``: fp16 on CUDA, fp32 on the CPU. ``backend="auto"``:
+    :func:`recommended_backend` (onnxruntime with int8 encoder MatMuls on the CPU, torch on CUDA).
+    """
+    resolved = resolve_device(device)
+    if precision == "auto":
+        precision = "fp16" if resolved.type == "cuda" else "fp32"
+    if backend == "auto":
+        backend = recommended_backend(resolved)
+    return DepthPredictor.from_checkpoint(
+        checkpoint, backbone=backbone, device=str(resolved), precision=precision, backend=backend, optimize=optimize
+    )

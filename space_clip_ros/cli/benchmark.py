@@ -1,0 +1,465 @@
+"""space-clip-benchmark: latency, throughput and memory of SPACE-CLIP inference on this machine.
+
+Sections (each timed after warm-up, repeated, median and p95 reported):
+  model   encoder, decoder and total at each batch size (depth at 640x480), images/s;
+  frame   the depth node's per-frame work without DDS: Image message -> array -> inference ->
+          depth Image + organised PointCloud2 -> serialised bytes, per camera size;
+  memory  CUDA max allocated (GPU) or resident set size (CPU) of the measured path;
+  compare (--compare) a plain fp32 eager baseline of the same model, timed in alternation with
+          the fast path in this process: speed ratio and depth difference.
+Prints a table and, with --json, writes everything with the machine, software and settings.
+Without a checkpoint the weights are random, with decoder statistics made realistic
+(space_clip_ros.inference.synthetic) so that depth differences are measured on metres, not zeros.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..inference.frame_pipeline import FramePipeline, StageClock, default_intrinsics
+from ..inference.machine import MemoryProbe, machine_info, software_versions
+from ..inference.options import (
+    BACKENDS,
+    COMPILE_MODES,
+    InferenceOptions,
+    default_options,
+    recommended_backend,
+    unoptimized_options,
+)
+from ..inference.predictor import DepthPredictor, resolve_device
+from ..inference.synthetic import make_decoder_realistic, synthetic_camera_image
+from ..inference.timing import TimingStats, device_synchronizer, time_interleaved, torch_threads
+from ..model import BackboneConfig, DecoderConfig, ModelConfig, SpaceClip, load_model
+from ..model.checkpoint import CheckpointError
+from ..model.preprocess import resize_and_normalize
+from .common import add_model_arguments, backbone_from_args, decoder_from_args, setup_logging
+
+logger = logging.getLogger("space-clip-benchmark")
+
+MODEL_OUTPUT_SIZE = (480, 640)  # depth size of the model section (H, W), the issue's reference
+# The test suite's tiny backbone: a real open_clip ViT with 12 blocks, width 64.
+TINY_BACKBONE = BackboneConfig(name="ViT-B-16", pretrained=None, vision_overrides={"width": 64, "head_width": 32})
+TINY_DECODER = DecoderConfig(channels=(32, 16, 16, 8), film_hidden=32)
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: str
+    precision: str
+    backend: str
+    optimize: bool
+    batch_sizes: tuple[int, ...]
+    repeats: int
+    warmup: int
+    sizes: tuple[tuple[int, int], ...]  # (H, W)
+    tiny: bool
+    compare: bool
+    compile_mode: str
+    cuda_graphs: bool
+    threads: int | None
+
+
+# ---- argument parsing ----------------------------------------------------------------------------
+
+
+def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """``640x480,1280x720`` (width x height, as cameras are named) -> ((480, 640), (720, 1280))."""
+    sizes = []
+    for item in text.split(","):
+        width, _, height = item.strip().lower().partition("x")
+        if not width.isdigit() or not height.isdigit() or int(width) < 1 or int(height) < 1:
+            raise argparse.ArgumentTypeError(f"size {item!r} is not WIDTHxHEIGHT, e.g. 640x480")
+        sizes.append((int(height), int(width)))
+    return tuple(sizes)
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"batch sizes {text!r} are not comma-separated integers") from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="space-clip-benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--tiny", action="store_true", help="tiny test backbone (width 64) for a quick smoke run")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                        help="auto: fp16 on CUDA, fp32 on the CPU")
+    parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
+                        help="auto: the recommended backend for the device")
+    parser.add_argument("--no-optimize", action="store_true", help="measure the plain path (no fast-path re-writes)")
+    parser.add_argument("--batch-sizes", type=parse_batch_sizes, default=(1, 4, 16), help="e.g. 1,4,16")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repetitions (default 100 on CUDA, 20 on the CPU; fewer for big CPU batches)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 10 CUDA, 3 CPU)")
+    parser.add_argument("--sizes", type=parse_sizes, default=((480, 640), (720, 1280)),
+                        help="camera sizes WIDTHxHEIGHT of the frame section, e.g. 640x480,1280x720")
+    parser.add_argument("--compare", action="store_true", help="also run a plain fp32 eager baseline and print ratios")
+    parser.add_argument("--compile", dest="compile_mode", default="none", choices=COMPILE_MODES,
+                        help="torch backend: torch.compile mode")
+    parser.add_argument("--cuda-graphs", action="store_true", help="torch backend on CUDA: capture CUDA graphs")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of every backend, the --compare baseline included (default: physical cores)")
+    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    device = resolve_device(args.device)
+    on_cuda = device.type == "cuda"
+    precision = args.precision if args.precision != "auto" else ("fp16" if on_cuda else "fp32")
+    backend = args.backend if args.backend != "auto" else recommended_backend(device)
+    repeats = args.repeats if args.repeats is not None else (100 if on_cuda else 20)
+    warmup = args.warmup if args.warmup is not None else (10 if on_cuda else 3)
+    if repeats < 1 or warmup < 0:
+        raise ValueError("--repeats must be >= 1 and --warmup >= 0")
+    return Settings(
+        device=str(device), precision=precision, backend=backend, optimize=not args.no_optimize,
+        batch_sizes=tuple(args.batch_sizes), repeats=repeats, warmup=warmup, sizes=tuple(args.sizes),
+        tiny=args.tiny, compare=args.compare, compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs,
+        threads=args.threads,
+    )
+
+
+# ---- model and predictors ------------------------------------------------------------------------
+
+
+def build_model(args: argparse.Namespace, probe_image: np.ndarray) -> tuple[SpaceClip, object, str]:
+    """The model to measure, its checkpoint record, and a note on where its weights come from."""
+    if args.checkpoint:
+        model, record = load_model(args.checkpoint, backbone=backbone_from_args(args), decoder=decoder_from_args(args))
+        return model.eval(), record, f"checkpoint {args.checkpoint}"
+    if args.tiny:
+        config = ModelConfig(backbone=TINY_BACKBONE, decoder=TINY_DECODER)
+    else:
+        backbone = backbone_from_args(args) or BackboneConfig()
+        config = ModelConfig(backbone=backbone, decoder=decoder_from_args(args) or DecoderConfig())
+    torch.manual_seed(0)
+    model = SpaceClip(config).eval()
+    make_decoder_realistic(model, probe_image)
+    weights = config.backbone.pretrained or "random"
+    return model, None, f"encoder {weights}, decoder random with realistic batch-norm statistics"
+
+
+def inference_options(settings: Settings, device: torch.device) -> InferenceOptions:
+    if not settings.optimize:
+        return unoptimized_options(settings.backend)
+    options = default_options(settings.backend, device)
+    torch_options = options.torch
+    overrides = {"compile_mode": settings.compile_mode, "cuda_graphs": settings.cuda_graphs}
+    if settings.threads is not None:
+        overrides["num_threads"] = settings.threads
+    torch_options = type(torch_options)(**{**asdict(torch_options), **overrides})
+    ort_options = options.onnxruntime
+    if settings.threads is not None:
+        ort_options = type(ort_options)(**{**asdict(ort_options), "intra_op_threads": settings.threads})
+    return InferenceOptions(backend=settings.backend, torch=torch_options, onnxruntime=ort_options,
+                            tensorrt=options.tensorrt)
+
+
+def repeats_for_batch(settings: Settings, batch: int) -> tuple[int, int]:
+    """(warm-up, repeats) for a batch: CPU batches take seconds, so big ones get 1 warm-up and
+    about repeats / batch timed runs (at least 3), which keeps a default CPU run to a few minutes."""
+    if settings.device.startswith("cuda") or batch == 1:
+        return settings.warmup, settings.repeats
+    return min(settings.warmup, 1), max(3, math.ceil(settings.repeats / batch))
+
+
+def encoder_pixels(predictor: DepthPredictor, image: np.ndarray, batch: int) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255)
+    pixels = resize_and_normalize(tensor, predictor.input_size, predictor.mean, predictor.std)
+    return pixels.repeat(batch, 1, 1, 1).to(predictor.device)
+
+
+# ---- sections ------------------------------------------------------------------------------------
+
+
+def bench_model(predictor: DepthPredictor, settings: Settings, image: np.ndarray, memory: MemoryProbe) -> list[dict]:
+    """Encoder, decoder and total latency per batch size; total includes the resize to 640x480.
+
+    Memory per batch: CUDA max allocated during that batch's runs, or the process RSS after them
+    (ONNX Runtime's arena keeps its peak, so the batch-1 row is the batch-1 footprint).
+    """
+    synchronize = device_synchronizer(predictor.device)
+    split = predictor.engine.split_runners() if hasattr(predictor.engine, "split_runners") else None
+    rows = []
+    for batch in settings.batch_sizes:
+        pixels = encoder_pixels(predictor, image, batch)
+        candidates = {"total": lambda p=pixels: predictor.engine.run(p, MODEL_OUTPUT_SIZE, False)}
+        if split is not None:
+            encode, decode = split
+            with torch.inference_mode():
+                features = encode(pixels)
+            candidates["encoder"] = lambda p=pixels, run=encode: run(p)
+            candidates["decoder"] = lambda f=features, run=decode: run(f, MODEL_OUTPUT_SIZE)
+        warmup, repeats = repeats_for_batch(settings, batch)
+        logger.info("model section: batch %d, %d repeats", batch, repeats)
+        memory.reset()
+        with torch.inference_mode():
+            stats = time_interleaved(candidates, warmup, repeats, synchronize)
+        rows.append({
+            "batch": batch,
+            "total": stats["total"].to_dict(),
+            "encoder": stats["encoder"].to_dict() if "encoder" in stats else None,
+            "decoder": stats["decoder"].to_dict() if "decoder" in stats else None,
+            "images_per_s": round(batch / (stats["total"].median_ms / 1e3), 2),
+            "memory": memory.read(),
+        })
+    return rows
+
+
+def bench_pre_and_post(predictor: DepthPredictor, settings: Settings, image: np.ndarray) -> dict:
+    """The torch work around the model at batch 1: frame upload + resize/normalise, and the final
+    bilinear resize of the 224x224 depth map to 640x480 (part of the decoder timing above)."""
+    import torch.nn.functional as F
+
+    synchronize = device_synchronizer(predictor.device)
+    frame = image[None]
+    depth_map = torch.rand(1, 1, *predictor.input_size, device=predictor.device)
+    candidates = {
+        "preprocess": lambda: predictor.prepare_inputs(frame),
+        "final_resize": lambda: F.interpolate(depth_map, size=MODEL_OUTPUT_SIZE, mode="bilinear", align_corners=False),
+    }
+    with torch.inference_mode():
+        stats = time_interleaved(candidates, settings.warmup, settings.repeats, synchronize)
+    return {name: value.to_dict() for name, value in stats.items()}
+
+
+def bench_frames(predictor: DepthPredictor, settings: Settings) -> list[dict]:
+    """The node's per-frame path at each camera size, stage by stage, ending in serialised bytes."""
+    from rclpy.serialization import serialize_message  # works without a running node
+    from std_msgs.msg import Header
+
+    from ..msgs import rgb_to_image_msg
+
+    synchronize = device_synchronizer(predictor.device)
+    pipeline = FramePipeline(predictor)
+    rows = []
+    for height, width in settings.sizes:
+        image_msg = rgb_to_image_msg(synthetic_camera_image(height, width, seed=1), Header(frame_id="camera"))
+        intrinsics = default_intrinsics(height, width)
+        samples: list[dict[str, float]] = []
+        for index in range(settings.warmup + settings.repeats):
+            clock = StageClock(synchronize=synchronize)
+            outputs = pipeline.process(image_msg, intrinsics, clock)
+            serialize_message(outputs.depth_msg)
+            serialize_message(outputs.cloud_msg)
+            clock.stamp("serialize")
+            if index >= settings.warmup:
+                samples.append(clock.seconds)
+        stages = {name: TimingStats.from_seconds([s[name] for s in samples]).to_dict() for name in samples[0]}
+        total = TimingStats.from_seconds([sum(s.values()) for s in samples])
+        rows.append({
+            "size": f"{width}x{height}",
+            "total": total.to_dict(),
+            "stages": stages,
+            "frames_per_s": round(1e3 / total.median_ms, 2),
+            "cloud_points": int(outputs.cloud_msg.width * outputs.cloud_msg.height),
+        })
+        logger.info("frame section: %dx%d median %.1f ms", width, height, total.median_ms)
+    return rows
+
+
+def depth_agreement(fast: torch.Tensor, reference: torch.Tensor, min_depth: float = 0.1) -> dict:
+    """Median and 99th-percentile relative error and max absolute error (metres) against the reference."""
+    fast, reference = fast.float().cpu(), reference.float().cpu()
+    valid = reference > min_depth
+    relative = ((fast - reference).abs()[valid] / reference[valid]).double()
+    return {
+        "median_relative_error": float(relative.median()),
+        "p99_relative_error": float(torch.quantile(relative, 0.99)),
+        "max_abs_error_m": float((fast - reference).abs().max()),
+        "reference_median_depth_m": float(reference[valid].median()),
+        "pixels_compared": int(valid.sum()),
+    }
+
+
+def bench_compare(
+    model: SpaceClip, fast: DepthPredictor, settings: Settings, image: np.ndarray, baseline_threads: int
+) -> dict:
+    """Plain fp32 eager baseline of the same model, timed in alternation with the fast path.
+
+    Each runs with its own torch thread count (the baseline with the process default, the fast
+    path with what its options set), since the setting is process-wide.
+    """
+    fast_threads = torch.get_num_threads()
+    with torch_threads(baseline_threads):
+        baseline = DepthPredictor(model, device=settings.device, precision="fp32", options=unoptimized_options("torch"))
+    synchronize = device_synchronizer(fast.device)
+    pixels = encoder_pixels(fast, image, 1)
+
+    def with_threads(count: int, function):
+        def call(*args):
+            with torch_threads(count):
+                return function(*args)
+
+        return call
+
+    candidates = {
+        "baseline_total": with_threads(baseline_threads, lambda: baseline.engine.run(pixels, MODEL_OUTPUT_SIZE, False)),
+        "fast_total": with_threads(fast_threads, lambda: fast.engine.run(pixels, MODEL_OUTPUT_SIZE, False)),
+    }
+    for name, engine, threads in (("baseline", baseline.engine, baseline_threads), ("fast", fast.engine, fast_threads)):
+        split = engine.split_runners() if hasattr(engine, "split_runners") else None
+        if split is None:
+            continue
+        encode, decode = (with_threads(threads, runner) for runner in split)
+        with torch.inference_mode():
+            features = encode(pixels)
+        candidates[f"{name}_encoder"] = lambda p=pixels, run=encode: run(p)
+        candidates[f"{name}_decoder"] = lambda f=features, run=decode: run(f, MODEL_OUTPUT_SIZE)
+
+    logger.info("compare: %d alternating rounds of baseline and fast path", settings.repeats)
+    with torch.inference_mode():
+        stats = time_interleaved(candidates, settings.warmup, settings.repeats, synchronize)
+        with torch_threads(baseline_threads):
+            reference = baseline.infer(image[None], output_size=MODEL_OUTPUT_SIZE).depth
+        fast_depth = fast.infer(image[None], output_size=MODEL_OUTPUT_SIZE).depth
+    return {
+        "baseline": f"torch eager fp32, no re-writes, {baseline_threads} torch threads",
+        "fast_torch_threads": fast_threads,
+        **{name: value.to_dict() for name, value in stats.items()},
+        "speedup_median": round(stats["baseline_total"].median_ms / stats["fast_total"].median_ms, 3),
+        "speedup_min": round(stats["baseline_total"].min_ms / stats["fast_total"].min_ms, 3),
+        "depth_agreement": depth_agreement(fast_depth, reference),
+    }
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+
+def _ms(stats: dict | None) -> str:
+    return "     n/a      " if stats is None else f"{stats['median_ms']:8.2f} {stats['p95_ms']:8.2f}"
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"SPACE-CLIP benchmark - {report['predictor']}",
+        f"machine: {report['machine']['cpu_model']}, {report['machine']['physical_cores']} cores"
+        + (f", GPU {report['machine']['gpu']['name']}" if report["machine"]["gpu"] else "")
+        + f"; load average at start {report['machine']['load_average_at_start']}, "
+        f"at end {report['machine']['load_average_1_5_15']}",
+        "",
+        f"model only (depth {MODEL_OUTPUT_SIZE[1]}x{MODEL_OUTPUT_SIZE[0]}), ms: median p95",
+        f"{'batch':>5} | {'encoder':^17} | {'decoder':^17} | {'total':^17} | images/s",
+    ]
+    for row in report["model_latency"]:
+        lines.append(
+            f"{row['batch']:>5} | {_ms(row['encoder'])} | {_ms(row['decoder'])} | {_ms(row['total'])} | "
+            f"{row['images_per_s']:8.1f}"
+        )
+    around = report["around_model"]
+    lines.append(
+        f"around the model (batch 1): preprocess 640x480 frame {around['preprocess']['median_ms']:.2f} ms, "
+        f"final depth resize to 640x480 {around['final_resize']['median_ms']:.2f} ms (inside 'decoder')"
+    )
+    if report["frame_latency"]:
+        lines += ["", "node per-frame path (Image msg -> depth Image + PointCloud2, serialised), ms: median p95"]
+        for row in report["frame_latency"]:
+            stages = ", ".join(f"{name} {s['median_ms']:.2f}" for name, s in row["stages"].items())
+            lines.append(f"{row['size']:>9} | total {_ms(row['total'])} | {row['frames_per_s']:.1f} fps | {stages}")
+    lines += [""]
+    for row in report["model_latency"]:
+        lines.append(f"memory, batch {row['batch']}: " + ", ".join(f"{k} {v}" for k, v in row["memory"].items()))
+    lines.append("memory, frame path: " + ", ".join(f"{k} {v}" for k, v in report["memory"]["frame_path"].items()))
+    compare = report.get("compare")
+    if compare:
+        agreement = compare["depth_agreement"]
+        lines += ["", "compare at batch 1, alternating rounds, ms: median p95"]
+        for name in ("baseline", "fast"):
+            lines.append(
+                f"{name:>8} | {_ms(compare.get(name + '_encoder'))} | {_ms(compare.get(name + '_decoder'))} | "
+                f"{_ms(compare[name + '_total'])}"
+            )
+        lines += [
+            f"fast path {compare['speedup_median']:.2f}x faster than the baseline by median "
+            f"(by minimum {compare['speedup_min']:.2f}x)",
+            f"depth vs baseline: median relative error {agreement['median_relative_error']:.2e}, "
+            f"p99 {agreement['p99_relative_error']:.2e}, max abs error {agreement['max_abs_error_m']:.3f} m "
+            f"(reference median depth {agreement['reference_median_depth_m']:.2f} m)",
+        ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict:
+    load_at_start = [round(v, 2) for v in os.getloadavg()]
+    settings = settings_from_args(args)
+    device = torch.device(settings.device)
+    probe_image = synthetic_camera_image(*MODEL_OUTPUT_SIZE, seed=0)
+    model, record, weights = build_model(args, probe_image)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)  # the baseline and torch pre/post-processing too
+    baseline_threads = torch.get_num_threads()  # before the fast path's options change it
+    memory = MemoryProbe(device)
+    predictor = DepthPredictor(
+        model, device=settings.device, precision=settings.precision, record=record,
+        options=inference_options(settings, device),
+    )
+    logger.info("measuring %s", predictor.describe())
+    model_rows = bench_model(predictor, settings, probe_image, memory)
+    around_model = bench_pre_and_post(predictor, settings, probe_image)
+    memory.reset()
+    frame_rows = bench_frames(predictor, settings) if settings.sizes else []
+    memory_used = {"frame_path": memory.read(), **{f"batch_{row['batch']}": row["memory"] for row in model_rows}}
+    fast_torch_threads = torch.get_num_threads()
+    compare = bench_compare(model, predictor, settings, probe_image, baseline_threads) if settings.compare else None
+    report = {
+        "tool": "space-clip-benchmark",
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": args.command_line or " ".join(["space-clip-benchmark", *sys.argv[1:]]),
+        "machine": machine_info(device),
+        "software": software_versions(),
+        "settings": {**asdict(settings), "sizes": [f"{w}x{h}" for h, w in settings.sizes]},
+        "weights": weights,
+        "predictor": predictor.describe(),
+        "parameters": model.parameter_counts()["total"],
+        "model_output_size": list(MODEL_OUTPUT_SIZE),
+        "model_latency": model_rows,
+        "around_model": around_model,
+        "frame_latency": frame_rows,
+        "memory": memory_used,
+        "compare": compare,
+    }
+    report["software"]["torch_threads"] = fast_torch_threads
+    report["machine"]["load_average_at_start"] = load_at_start
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.command_line = None if argv is None else " ".join(["space-clip-benchmark", *argv])
+    setup_logging()
+    try:
+        report = run(args)
+    except (CheckpointError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"space-clip-benchmark: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

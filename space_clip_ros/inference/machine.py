@@ -1,0 +1,108 @@
+"""What a benchmark ran on: the machine, the software, and its memory use."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import importlib.metadata
+import os
+import platform
+import resource
+import sys
+
+import psutil
+import torch
+
+# CPU features that decide which kernels (and which fast path) a CPU can use.
+_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "f16c")
+_PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "open_clip_torch", "numpy", "opencv-python-headless",
+             "tensorrt", "ros-rclpy")
+
+
+def _cpu_model_and_flags() -> tuple[str, list[str]]:
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model in ("", platform.machine(), platform.processor()):
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    present = set(value.split())
+                    flags = [flag for flag in _CPU_FLAGS if flag in present]
+    except OSError:
+        pass
+    return model, flags
+
+
+def machine_info(device: torch.device) -> dict:
+    """CPU model, cores, CPU features, memory, GPU name and the load average at the time of the call."""
+    cpu_model, flags = _cpu_model_and_flags()
+    info = {
+        "cpu_model": cpu_model,
+        "physical_cores": psutil.cpu_count(logical=False),
+        "logical_cores": psutil.cpu_count(logical=True),
+        "cpu_flags": flags,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
+        "platform": platform.platform(),
+        "gpu": None,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
+                       "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda}
+    return info
+
+
+def software_versions() -> dict:
+    """Python and the versions of the packages that shape inference speed (absent ones left out)."""
+    versions = {"python": sys.version.split()[0], "torch_threads": torch.get_num_threads()}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class MemoryProbe:
+    """Peak memory: CUDA max allocated on a GPU; on the CPU, the resident set size (now and peak)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def read(self) -> dict:
+        if self.device.type == "cuda":
+            return {
+                "cuda_max_allocated_mb": round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1),
+                "cuda_max_reserved_mb": round(torch.cuda.max_memory_reserved(self.device) / 2**20, 1),
+            }
+        # ru_maxrss is in KiB on Linux: the process's peak RSS since it started.
+        return {
+            "rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+
+
+def return_freed_memory_to_os() -> None:
+    """Collect garbage and ask glibc to hand freed heap pages back to the OS.
+
+    Exporting ViT-B/16 to ONNX builds a model copy and a graph of ~400 MB that are freed
+    afterwards, but glibc keeps freed pages mapped: without this the process RSS stays ~850 MB
+    higher (measured). No-op where the C library has no ``malloc_trim`` (musl, macOS, Windows).
+    """
+    gc.collect()
+    library = ctypes.util.find_library("c")
+    if library is None:
+        return
+    trim = getattr(ctypes.CDLL(library), "malloc_trim", None)
+    if trim is not None:
+        trim(0)

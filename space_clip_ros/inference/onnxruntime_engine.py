@@ -1,0 +1,208 @@
+"""The ONNX Runtime backend: the exported graph run by ONNX Runtime (CPU, or CUDA with onnxruntime-gpu).
+
+Graphs with a ``pixels`` input (normalised float at the encoder size) take the predictor's own
+preprocessing, so their depth equals the torch path's up to float rounding; graphs with an
+``image`` input (uint8 camera frames at one fixed size, preprocessing inside) take the frames
+as they are. Depth comes out at the graph's size and is bilinearly resized to the requested size
+in torch when they differ (that is also the decoder's own last step).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..model import SpaceClip
+from .export import (
+    DEPTH_OUTPUT,
+    EMBEDDING_OUTPUT,
+    IMAGE_INPUT,
+    PIXELS_INPUT,
+    ExportOptions,
+    export_onnx,
+    export_parts,
+    part_input_names,
+)
+from .machine import return_freed_memory_to_os
+from .options import OnnxRuntimeOptions, physical_cores
+from .quantize import quantize_onnx_int8
+from .torch_engine import EngineOutput
+
+logger = logging.getLogger(__name__)
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - onnxruntime is a declared dependency
+        raise RuntimeError(
+            "the onnxruntime backend needs the onnxruntime package (pip install onnxruntime, or "
+            "onnxruntime-gpu for CUDA)"
+        ) from exc
+    return onnxruntime
+
+
+def _default_providers(ort, device: torch.device) -> list[str]:
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        # Frames and results still pass through host memory: on a GPU the torch and tensorrt
+        # backends are the fast paths; this one is for checking an exported graph.
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    logger.warning("onnxruntime has no CUDA provider here (install onnxruntime-gpu); running on the CPU")
+    return ["CPUExecutionProvider"]
+
+
+def make_session(source: str | bytes, device: torch.device, options: OnnxRuntimeOptions):
+    """An InferenceSession with full graph optimisation and the configured threading."""
+    ort = _import_onnxruntime()
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session_options.intra_op_num_threads = options.intra_op_threads or physical_cores()
+    session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
+    providers = list(options.providers or _default_providers(ort, device))
+    return ort.InferenceSession(source, session_options, providers=providers)
+
+
+def _whole_model_bytes(model: SpaceClip, quantize_int8: bool) -> bytes:
+    """Export ``model`` (pixels in, native depth + embedding out, dynamic batch) and return the ONNX bytes."""
+    options = ExportOptions(dynamic_batch=True, with_embedding=True)
+    if not quantize_int8:
+        buffer = io.BytesIO()
+        export_onnx(model, buffer, options)
+        return buffer.getvalue()
+    with tempfile.TemporaryDirectory(prefix="space_clip_onnx_") as folder:
+        float_path, int8_path = Path(folder) / "model.onnx", Path(folder) / "model_int8.onnx"
+        export_onnx(model, float_path, options)
+        quantize_onnx_int8(float_path, int8_path)
+        return int8_path.read_bytes()
+
+
+def _part_bytes(model: SpaceClip, quantize_int8: bool) -> tuple[bytes, bytes]:
+    """Encoder and decoder graphs (the encoder's weight MatMuls in int8 when asked)."""
+    with tempfile.TemporaryDirectory(prefix="space_clip_onnx_") as folder:
+        encoder_path, decoder_path = Path(folder) / "encoder.onnx", Path(folder) / "decoder.onnx"
+        export_parts(model, encoder_path, decoder_path)
+        if quantize_int8:
+            quantized = Path(folder) / "encoder_int8.onnx"
+            quantize_onnx_int8(encoder_path, quantized, node_prefix="/backbone/")
+            encoder_path = quantized
+        return encoder_path.read_bytes(), decoder_path.read_bytes()
+
+
+class OnnxRuntimeEngine:
+    """Runs an exported SPACE-CLIP graph in an ``onnxruntime.InferenceSession``."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model: SpaceClip | None, device: torch.device, options: OnnxRuntimeOptions) -> None:
+        self.device = device
+        self.options = options
+        self._model = model if options.model_path is None else None
+        self._split: tuple[Callable, Callable] | None = None
+        if options.model_path is not None:
+            source: str | bytes = str(options.model_path)
+            self.origin = f"file {options.model_path}"
+        elif model is not None:
+            source = _whole_model_bytes(model, options.quantize_int8)
+            self.origin = "exported on the fly" + (", int8 encoder MatMuls" if options.quantize_int8 else "")
+        else:
+            raise ValueError("the onnxruntime backend needs a model to export or an ONNX model_path")
+        self.session = make_session(source, device, options)
+        del source
+        return_freed_memory_to_os()  # the export's model copy and graph bytes
+        self.threads = options.intra_op_threads or physical_cores()
+        if options.torch_threads is not None and device.type == "cpu":
+            torch.set_num_threads(options.torch_threads)  # process-wide, see OnnxRuntimeOptions
+
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name not in (PIXELS_INPUT, IMAGE_INPUT):
+            raise ValueError(
+                f"ONNX graph inputs {[i.name for i in inputs]} are not a SPACE-CLIP export "
+                f"(expected one input named '{PIXELS_INPUT}' or '{IMAGE_INPUT}'; make it with space-clip-export)"
+            )
+        self.input_name = inputs[0].name
+        self.input_shape = list(inputs[0].shape)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        if DEPTH_OUTPUT not in self.output_names:
+            raise ValueError(f"ONNX graph has no '{DEPTH_OUTPUT}' output (outputs: {self.output_names})")
+        # A fixed batch dimension is an int; a dynamic one is a name (str) or None.
+        self.fixed_batch = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
+
+    @property
+    def takes_images(self) -> bool:
+        """True when the graph takes uint8 camera frames (preprocessing inside the graph)."""
+        return self.input_name == IMAGE_INPUT
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """(H, W) of the camera frames an ``image`` graph was exported for."""
+        if not self.takes_images:
+            return None
+        return int(self.input_shape[1]), int(self.input_shape[2])
+
+    def _run_numpy(self, inputs: np.ndarray, with_embedding: bool) -> list[np.ndarray]:
+        names = [DEPTH_OUTPUT]
+        if with_embedding:
+            if EMBEDDING_OUTPUT not in self.output_names:
+                raise ValueError("this ONNX graph was exported without the embedding output (--with-embedding)")
+            names.append(EMBEDDING_OUTPUT)
+        if self.fixed_batch is None or inputs.shape[0] == self.fixed_batch:
+            return self.session.run(names, {self.input_name: inputs})
+        if self.fixed_batch != 1:
+            raise ValueError(f"the ONNX graph has a fixed batch of {self.fixed_batch}, got {inputs.shape[0]} images")
+        parts = [self.session.run(names, {self.input_name: inputs[i : i + 1]}) for i in range(inputs.shape[0])]
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
+
+    def run(self, inputs: torch.Tensor, output_size: tuple[int, int], with_embedding: bool) -> EngineOutput:
+        """``inputs``: normalised pixels (B, 3, h, w) float, or uint8 frames (B, H, W, 3) for image graphs."""
+        array = inputs.detach().cpu().numpy()
+        if not self.takes_images:
+            array = array.astype(np.float32, copy=False)
+        outputs = self._run_numpy(np.ascontiguousarray(array), with_embedding)
+        depth = torch.from_numpy(outputs[0]).to(self.device)
+        if tuple(depth.shape[-2:]) != tuple(output_size):
+            depth = F.interpolate(depth, size=tuple(output_size), mode="bilinear", align_corners=False)
+        embedding = torch.from_numpy(outputs[1]).to(self.device) if with_embedding else None
+        return EngineOutput(depth=depth, embedding=embedding)
+
+    def split_runners(self) -> tuple[Callable, Callable] | None:
+        """(encode, decode) callables on separate encoder and decoder sessions, to time the parts.
+
+        ``encode(pixels) -> features``, ``decode(features, output_size) -> depth``. Only for
+        engines built from a model (a given ONNX file cannot be split); None otherwise. Built on
+        first use (two more exports) and kept.
+        """
+        if self._model is None:
+            return None
+        if self._split is None:
+            self._split = self._make_split_runners()
+        return self._split
+
+    def _make_split_runners(self) -> tuple[Callable, Callable]:
+        encoder_bytes, decoder_bytes = _part_bytes(self._model, self.options.quantize_int8)
+        encoder = make_session(encoder_bytes, self.device, self.options)
+        decoder = make_session(decoder_bytes, self.device, self.options)
+        del encoder_bytes, decoder_bytes
+        return_freed_memory_to_os()
+        names = part_input_names(self._model)
+
+        def encode(pixels: torch.Tensor) -> list[np.ndarray]:
+            return encoder.run(names, {PIXELS_INPUT: pixels.detach().cpu().numpy()})
+
+        def decode(features: list[np.ndarray], output_size: tuple[int, int]) -> torch.Tensor:
+            depth = torch.from_numpy(decoder.run([DEPTH_OUTPUT], dict(zip(names, features)))[0])
+            return F.interpolate(depth, size=tuple(output_size), mode="bilinear", align_corners=False)
+
+        return encode, decode
+
+    def describe(self) -> str:
+        torch_threads = "" if self.options.torch_threads is None else f", torch {self.options.torch_threads}"
+        return f"onnxruntime {self.session.get_providers()[0]} ({self.origin}, {self.threads} threads{torch_threads})"

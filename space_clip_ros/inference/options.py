@@ -1,0 +1,154 @@
+"""Settings of the inference fast paths, one dataclass per backend.
+
+Every option here is a pure speed/memory choice: none changes what the model computes beyond
+the rounding stated in docs/benchmarks.md (exact re-writes, reduced precision, or int8 weights).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import psutil
+import torch
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (hyper-threads share one core's arithmetic units, so they do not help GEMMs)."""
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    """Optimisations of the PyTorch backend.
+
+    Attributes:
+        sdpa_attention: replace open_clip's ``nn.MultiheadAttention`` by a module calling
+            ``F.scaled_dot_product_attention`` (fused kernels; needed for int8 and export).
+        fold_batch_norm: fold the decoder's batch norms into the preceding convolutions.
+        channels_last: NHWC memory layout for the decoder's convolutions.
+        quantize_encoder_int8: dynamic int8 quantisation of the encoder's Linear layers (CPU only;
+            weights int8 per tensor, activations quantised per call).
+        half_weights: with precision fp16/bf16 on CUDA, cast the weights themselves to that type
+            (the frozen encoder never trains, so no fp32 master copy is needed); otherwise autocast.
+        compile_mode: ``torch.compile`` mode for the whole model, or ``none``.
+        cuda_graphs: capture encoder + decoder in a CUDA graph per input shape (CUDA only).
+        num_threads: intra-op CPU threads; ``None`` leaves torch's setting alone, ``0`` means
+            the number of physical cores.
+    """
+
+    sdpa_attention: bool = True
+    fold_batch_norm: bool = True
+    channels_last: bool = True
+    quantize_encoder_int8: bool = False
+    half_weights: bool = True
+    compile_mode: str = "none"
+    cuda_graphs: bool = False
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
+        if self.num_threads is not None and self.num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0 (0 = physical cores), got {self.num_threads}")
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeOptions:
+    """Settings of the ONNX Runtime backend.
+
+    Attributes:
+        model_path: an ONNX file made by ``space-clip-export``; ``None`` exports the predictor's
+            model on the fly (a few seconds) into memory.
+        quantize_int8: dynamically quantise the weight MatMuls (the encoder's Linear layers) to
+            int8 after export (ignored when ``model_path`` is given: quantise the file instead).
+        intra_op_threads: threads per operator; ``0`` means the number of physical cores.
+        allow_spinning: let idle worker threads spin between runs. Off by default: a robot's
+            cores are shared with other nodes, and spinning threads take their time (measured here
+            with other processes on the cores: 30 % slower with spinning).
+        providers: execution providers in order of preference; ``None`` picks CUDA for a CUDA
+            device when onnxruntime-gpu is installed, else the CPU provider.
+        torch_threads: intra-op threads of torch for its work around the graph (frame to float,
+            resize, normalise, final depth resize); ``None`` leaves torch's setting alone. The
+            recommended CPU path uses 1: those ops are small, and torch's OpenMP threads would
+            wait on the cores ONNX Runtime's pool works on (measured with other load on the
+            cores: 55 ms instead of 3.5 ms for the resize of a 640x480 frame). Process-wide.
+    """
+
+    model_path: str | None = None
+    quantize_int8: bool = False
+    intra_op_threads: int = 0
+    allow_spinning: bool = False
+    providers: tuple[str, ...] | None = None
+    torch_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """Settings of the TensorRT backend (needs the ``tensorrt`` Python package and CUDA).
+
+    Attributes:
+        engine_path: a serialised engine (``trtexec --saveEngine``); built from ``onnx_path`` or
+            from an on-the-fly export when ``None``.
+        onnx_path: ONNX file to build from when no engine is given.
+        fp16: allow fp16 kernels when building.
+        workspace_bytes: builder workspace limit.
+        max_batch: largest batch of the optimisation profile when the graph has a dynamic batch.
+    """
+
+    engine_path: str | None = None
+    onnx_path: str | None = None
+    fp16: bool = True
+    workspace_bytes: int = 1 << 30
+    max_batch: int = 16
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """Which backend runs the model and how; ``DepthPredictor(..., options=...)`` takes one."""
+
+    backend: str = "torch"
+    torch: TorchOptions = field(default_factory=TorchOptions)
+    onnxruntime: OnnxRuntimeOptions = field(default_factory=OnnxRuntimeOptions)
+    tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+
+
+def recommended_backend(device: torch.device) -> str:
+    """The backend that measured fastest on each kind of device (docs/benchmarks.md).
+
+    CPU: ONNX Runtime with int8 encoder MatMuls (MLAS kernels, and its thread pool degrades far
+    less than torch's OpenMP one when other processes share the cores). CUDA: torch with
+    half-precision weights (TensorRT is faster still where installed, but needs an engine build).
+    """
+    return "onnxruntime" if device.type == "cpu" else "torch"
+
+
+def default_options(backend: str, device: torch.device) -> InferenceOptions:
+    """The recommended fast path of ``backend`` on ``device`` (what ``optimize=True`` selects).
+
+    CPU: int8 weights for the encoder's matrix products (about half the model's time), batch norm
+    folded, NHWC decoder, one thread per physical core (ONNX Runtime: its pool gets the cores,
+    torch's pre/post-processing one thread). CUDA: half-precision weights, SDPA, NHWC,
+    folded batch norm (the precision itself is the predictor's ``precision`` argument).
+    """
+    on_cpu = device.type == "cpu"
+    return InferenceOptions(
+        backend=backend,
+        torch=TorchOptions(quantize_encoder_int8=on_cpu, num_threads=0 if on_cpu else None),
+        onnxruntime=OnnxRuntimeOptions(quantize_int8=on_cpu, torch_threads=1 if on_cpu else None),
+    )
+
+
+def unoptimized_options(backend: str) -> InferenceOptions:
+    """Plain eager execution (``optimize=False``): the model exactly as trained, nothing re-written."""
+    return InferenceOptions(
+        backend=backend,
+        torch=TorchOptions(sdpa_attention=False, fold_batch_norm=False, channels_last=False, half_weights=False),
+    )

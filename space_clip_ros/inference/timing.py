@@ -1,0 +1,104 @@
+"""Latency measurement: warm-up, repeated timings, robust statistics, interleaved A/B rounds.
+
+Timings on a shared machine drift with other processes' load. Candidates that are compared are
+therefore timed in rounds (A, B, A, B, ...) rather than one after the other, so that a burst of
+load hits all of them alike, and the median is reported (the p95 shows the tail).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Summary of repeated latency samples, in milliseconds."""
+
+    median_ms: float
+    p95_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    repeats: int
+
+    @classmethod
+    def from_seconds(cls, samples: list[float]) -> TimingStats:
+        if not samples:
+            raise ValueError("no timing samples")
+        ms = np.asarray(samples, dtype=np.float64) * 1e3
+        return cls(
+            median_ms=float(np.median(ms)),
+            p95_ms=float(np.percentile(ms, 95)),
+            mean_ms=float(ms.mean()),
+            min_ms=float(ms.min()),
+            max_ms=float(ms.max()),
+            repeats=int(ms.size),
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def device_synchronizer(device: torch.device) -> Callable[[], None]:
+    """A function that waits for queued device work (CUDA kernels run asynchronously)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def time_interleaved(
+    candidates: dict[str, Callable[[], Any]],
+    warmup: int,
+    repeats: int,
+    synchronize: Callable[[], None] = lambda: None,
+) -> dict[str, TimingStats]:
+    """Time each zero-argument callable ``repeats`` times, one round of all candidates at a time.
+
+    Every candidate first runs ``warmup`` times untimed (lazy initialisation, allocator and cache
+    warm-up, CUDA graph capture, autotuning).
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for function in candidates.values():
+        for _ in range(warmup):
+            function()
+        synchronize()
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, function in candidates.items():
+            synchronize()
+            start = time.perf_counter()
+            function()
+            synchronize()
+            samples[name].append(time.perf_counter() - start)
+    return {name: TimingStats.from_seconds(values) for name, values in samples.items()}
+
+
+def time_call(
+    function: Callable[[], Any], warmup: int, repeats: int, synchronize: Callable[[], None] = lambda: None
+) -> TimingStats:
+    """Time one callable (see :func:`time_interleaved`)."""
+    return time_interleaved({"call": function}, warmup, repeats, synchronize)["call"]
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block with ``count`` torch intra-op threads, then restore the previous count.
+
+    For timing two paths with different thread settings in one process (the setting is global).
+    """
+    previous = torch.get_num_threads()
+    if count != previous:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if count != previous:
+            torch.set_num_threads(previous)

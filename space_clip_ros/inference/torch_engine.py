@@ -1,0 +1,177 @@
+"""The PyTorch backend: the model in eager mode, optionally re-written for speed.
+
+Re-writes (each chosen by :class:`TorchOptions`): SDPA attention, batch norm folded into the
+convolutions, channels-last decoder, int8 encoder Linear layers (CPU), half-precision weights
+(CUDA), ``torch.compile``, and CUDA graph capture per input shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from ..model import SpaceClip
+from .attention import replace_multihead_attention
+from .fusion import fold_batch_norms
+from .options import TorchOptions, physical_cores
+from .quantize import quantize_linear_int8
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineOutput:
+    """What every backend returns for one batch."""
+
+    depth: torch.Tensor  # (B, 1, H, W) float32 metres, on the predictor's device
+    embedding: torch.Tensor | None = None  # (B, D) float32
+
+
+def _needs_copy(options: TorchOptions, half: bool) -> bool:
+    return (
+        options.sdpa_attention
+        or options.fold_batch_norm
+        or options.channels_last
+        or options.quantize_encoder_int8
+        or half
+    )
+
+
+def prepare_torch_model(
+    model: SpaceClip, device: torch.device, dtype: torch.dtype, options: TorchOptions
+) -> tuple[SpaceClip, list[str]]:
+    """The model to run on ``device`` and the list of re-writes applied to it.
+
+    Re-writes are applied to a copy made on the CPU (the caller's model is left as it is, and the
+    device never holds two copies); with no re-write the model itself is moved to the device, as
+    the predictor always did.
+    """
+    half = options.half_weights and device.type == "cuda" and dtype != torch.float32
+    applied: list[str] = []
+    if options.num_threads is not None and device.type == "cpu":
+        threads = options.num_threads or physical_cores()
+        torch.set_num_threads(threads)  # process-wide: intra-op threads of every torch op
+        applied.append(f"threads={threads}")
+    if not _needs_copy(options, half):
+        return model.eval().to(device), applied
+
+    source_device = next(model.parameters()).device
+    prepared = copy.deepcopy(model.cpu()).eval()
+    model.to(source_device)  # the caller's model stays where it was
+    prepared.requires_grad_(False)
+    if options.sdpa_attention and replace_multihead_attention(prepared.backbone):
+        applied.append("sdpa-attention")
+    if options.fold_batch_norm and fold_batch_norms(prepared.decoder):
+        applied.append("folded-batch-norm")
+    if options.quantize_encoder_int8:
+        if device.type != "cpu":
+            raise ValueError("int8 dynamic quantisation runs on the CPU only; use fp16/bf16 on CUDA")
+        prepared.backbone = quantize_linear_int8(prepared.backbone)
+        applied.append("int8-encoder-linear")
+    if half:
+        prepared = prepared.to(dtype)
+        applied.append(f"{dtype}-weights".replace("torch.", ""))
+    prepared = prepared.to(device)
+    if options.channels_last:
+        prepared.decoder.to(memory_format=torch.channels_last)
+        applied.append("channels-last-decoder")
+    return prepared, applied
+
+
+class _GraphedForward:
+    """One CUDA graph per (input shape, output size, embedding flag): static buffers, replay, clone out."""
+
+    def __init__(self, forward) -> None:
+        self._forward = forward
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+
+    def __call__(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool):
+        key = (tuple(pixels.shape), pixels.dtype, tuple(output_size), with_embedding)
+        if key not in self._graphs:
+            static_input = pixels.clone()
+            # Warm-up on a side stream, as capture requires (lazy initialisation, cuBLAS handles).
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._forward(static_input, output_size, with_embedding)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_outputs = self._forward(static_input, output_size, with_embedding)
+            self._graphs[key] = (graph, static_input, static_outputs)
+            logger.info("captured a CUDA graph for input %s, output %s", tuple(pixels.shape), output_size)
+        graph, static_input, static_outputs = self._graphs[key]
+        static_input.copy_(pixels)
+        graph.replay()
+        # Clone: the next replay overwrites the static outputs while the caller may still hold these.
+        return tuple(None if t is None else t.clone() for t in static_outputs)
+
+
+class TorchEngine:
+    """Runs a (possibly re-written) :class:`SpaceClip` on normalised encoder inputs."""
+
+    name = "torch"
+
+    def __init__(self, model: SpaceClip, device: torch.device, dtype: torch.dtype, options: TorchOptions) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.options = options
+        self.model, self.applied = prepare_torch_model(model, device, dtype, options)
+        self.half_weights = next(self.model.decoder.parameters()).dtype != torch.float32
+        self._forward = self._plain_forward
+        if options.compile_mode != "none":
+            compile_mode = None if options.compile_mode == "default" else options.compile_mode
+            self._compiled_model = torch.compile(self.model, mode=compile_mode)
+            self._forward = self._compiled_forward
+            self.applied.append(f"torch.compile({options.compile_mode})")
+        if options.cuda_graphs:
+            if device.type != "cuda":
+                raise ValueError("cuda_graphs needs a CUDA device")
+            self._forward = _GraphedForward(self._forward)
+            self.applied.append("cuda-graphs")
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.dtype != torch.float32 and not self.half_weights:
+            return torch.autocast(device_type="cuda", dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    def _run_model(self, model, pixels: torch.Tensor, output_size, with_embedding: bool):
+        if self.half_weights:
+            pixels = pixels.to(self.dtype)
+        with self._autocast():
+            out = model(pixels, output_size=output_size)
+            embedding = self.model.image_embedding(out.global_features) if with_embedding else None
+        return out.depth, embedding
+
+    def _plain_forward(self, pixels, output_size, with_embedding):
+        return self._run_model(self.model, pixels, output_size, with_embedding)
+
+    def _compiled_forward(self, pixels, output_size, with_embedding):
+        return self._run_model(self._compiled_model, pixels, output_size, with_embedding)
+
+    def run(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool) -> EngineOutput:
+        depth, embedding = self._forward(pixels, tuple(output_size), with_embedding)
+        return EngineOutput(
+            depth=depth.float(), embedding=None if embedding is None else embedding.float()
+        )
+
+    def split_runners(self):
+        """(encode, decode) callables for timing the encoder and the decoder apart."""
+
+        def encode(pixels: torch.Tensor):
+            with self._autocast():
+                return self.model.forward_features(pixels.to(self.dtype) if self.half_weights else pixels)
+
+        def decode(features, output_size: tuple[int, int]) -> torch.Tensor:
+            with self._autocast():
+                return self.model.decode(features, tuple(output_size)).depth
+
+        return encode, decode
+
+    def describe(self) -> str:
+        return "torch eager" + (f" [{', '.join(self.applied)}]" if self.applied else "")

@@ -1,0 +1,328 @@
+"""Inference fast paths against plain fp32 eager, on the tiny real open_clip model (CPU).
+
+Stated tolerances (docs/benchmarks.md), on a random-weights model whose decoder has realistic
+batch-norm statistics and depths (median about 4 m), for a synthetic camera frame:
+  exact re-writes (SDPA attention, folded batch norm, channels-last), ONNX Runtime fp32:
+      median relative error <= 1e-5 and max abs error <= 1e-3 m (float rounding only);
+  int8 encoder Linear layers (torch or ONNX Runtime, the CPU default):
+      median relative error <= 3 % and max abs error <= 0.5 m.
+GPU-only paths (half weights, CUDA graphs, pinned upload, device point cloud) run only with CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from space_clip_ros.inference.attention import SdpaSelfAttention, replace_multihead_attention
+from space_clip_ros.inference.device_pointcloud import DevicePointCloudBuilder
+from space_clip_ros.inference.frame_pipeline import FramePipeline, default_intrinsics
+from space_clip_ros.inference.fusion import fold_batch_norms, remaining_batch_norms
+from space_clip_ros.inference.options import (
+    InferenceOptions,
+    OnnxRuntimeOptions,
+    TorchOptions,
+    default_options,
+    recommended_backend,
+)
+from space_clip_ros.inference.predictor import DepthPredictor
+from space_clip_ros.inference.resize import MatrixResize
+from space_clip_ros.inference.synthetic import make_decoder_realistic, synthetic_camera_image
+from space_clip_ros.inference.timing import TimingStats, time_interleaved
+from space_clip_ros.model import SpaceClip
+
+EXACT_MEDIAN_RELATIVE = 1e-5
+EXACT_MAX_ABS_M = 1e-3
+INT8_MEDIAN_RELATIVE = 0.03
+INT8_MAX_ABS_M = 0.5
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    """One intra-op thread: these small models gain nothing from two, and on a machine whose cores
+    are shared with other test runs two OpenMP threads wait on each other at every operator."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def agreement(depth: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(median relative error over pixels deeper than 0.1 m, max abs error in metres)."""
+    valid = reference > 0.1
+    relative = np.abs(depth - reference)[valid] / reference[valid]
+    return float(np.median(relative)), float(np.abs(depth - reference).max())
+
+
+@pytest.fixture(scope="module")
+def frame() -> np.ndarray:
+    return synthetic_camera_image(96, 128, seed=0)
+
+
+@pytest.fixture(scope="module")
+def realistic_model(tiny_model_config, frame) -> SpaceClip:
+    torch.manual_seed(0)
+    return make_decoder_realistic(SpaceClip(tiny_model_config).eval(), frame, seed=1)
+
+
+@pytest.fixture(scope="module")
+def eager_predictor(realistic_model) -> DepthPredictor:
+    return DepthPredictor(realistic_model, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def reference_depth(eager_predictor, frame) -> np.ndarray:
+    return eager_predictor.predict(frame)
+
+
+@pytest.fixture(scope="module")
+def onnxruntime_int8_predictor(realistic_model) -> DepthPredictor:
+    """The recommended CPU path (export + quantisation take a few seconds, so built once)."""
+    return DepthPredictor(realistic_model, device="cpu", backend="onnxruntime", optimize=True)
+
+
+def test_realistic_model_predicts_metres(reference_depth):
+    valid = reference_depth > 0.1
+    assert valid.mean() > 0.9  # not a map of zeros
+    assert 2.0 < np.median(reference_depth) < 6.0
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_sdpa_attention_matches_multihead_attention(batch_first):
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(64, 4, batch_first=batch_first).eval()
+    sdpa = SdpaSelfAttention.from_multihead_attention(mha)
+    x = torch.randn(2, 10, 64) if batch_first else torch.randn(10, 2, 64)
+    with torch.no_grad():
+        expected = mha(x, x, x, need_weights=False)[0]
+        got, weights = sdpa(x, x, x, need_weights=False)
+    assert weights is None
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="self-attention"):
+        sdpa(x, torch.randn_like(x), x)
+
+
+def test_attention_replacement_keeps_encoder_output(realistic_model):
+    import copy
+
+    backbone = copy.deepcopy(realistic_model.backbone)
+    assert replace_multihead_attention(backbone) == realistic_model.backbone.num_layers
+    assert not any(isinstance(m, nn.MultiheadAttention) for m in backbone.modules())
+    pixels = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected, got = realistic_model.backbone(pixels), backbone(pixels)
+    for a, b in zip(expected.hidden, got.hidden):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got.global_features, expected.global_features, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_folding_is_exact(realistic_model):
+    import copy
+
+    decoder = copy.deepcopy(realistic_model.decoder).eval()
+    folded = fold_batch_norms(decoder)
+    assert folded == remaining_batch_norms(realistic_model.decoder) and remaining_batch_norms(decoder) == 0
+    with torch.no_grad():
+        features = realistic_model.backbone(torch.randn(1, 3, 224, 224))
+        expected = realistic_model.decoder(features.hidden, features.global_features, features.grid, (64, 64)).depth
+        got = decoder(features.hidden, features.global_features, features.grid, (64, 64)).depth
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="eval-mode"):
+        fold_batch_norms(copy.deepcopy(realistic_model.decoder).train())
+
+
+def test_matrix_resize_equals_antialiased_bicubic():
+    images = torch.rand(2, 3, 75, 130)
+    expected = torch.nn.functional.interpolate(images, (224, 224), mode="bicubic", align_corners=False, antialias=True)
+    torch.testing.assert_close(MatrixResize((75, 130), (224, 224))(images), expected, rtol=0, atol=5e-5)
+
+
+def test_exact_torch_rewrites_match_eager(realistic_model, frame, reference_depth):
+    options = InferenceOptions(backend="torch", torch=TorchOptions(quantize_encoder_int8=False))
+    predictor = DepthPredictor(realistic_model, device="cpu", options=options)
+    median_relative, max_abs = agreement(predictor.predict(frame), reference_depth)
+    assert median_relative <= EXACT_MEDIAN_RELATIVE and max_abs <= EXACT_MAX_ABS_M
+    # The caller's model is not re-written.
+    assert any(isinstance(m, nn.MultiheadAttention) for m in realistic_model.modules())
+    assert remaining_batch_norms(realistic_model.decoder) > 0
+
+
+def test_default_cpu_torch_fast_path_is_int8_within_tolerance(realistic_model, frame, reference_depth):
+    predictor = DepthPredictor(realistic_model, device="cpu", optimize=True)
+    assert "int8-encoder-linear" in predictor.describe()
+    median_relative, max_abs = agreement(predictor.predict(frame), reference_depth)
+    assert median_relative <= INT8_MEDIAN_RELATIVE and max_abs <= INT8_MAX_ABS_M
+
+
+def test_onnxruntime_fp32_matches_eager(realistic_model, eager_predictor, frame, reference_depth):
+    predictor = DepthPredictor(realistic_model, device="cpu", backend="onnxruntime")
+    median_relative, max_abs = agreement(predictor.predict(frame), reference_depth)
+    assert median_relative <= EXACT_MEDIAN_RELATIVE and max_abs <= EXACT_MAX_ABS_M
+    batch = np.stack([frame, frame[::-1].copy()])
+    expected = eager_predictor.infer(batch, output_size=(40, 50), with_embedding=True)
+    got = predictor.infer(batch, output_size=(40, 50), with_embedding=True)
+    torch.testing.assert_close(got.depth, expected.depth, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(got.embedding, expected.embedding, rtol=1e-4, atol=1e-4)
+
+
+def test_recommended_cpu_path_onnxruntime_int8_within_tolerance(onnxruntime_int8_predictor, frame, reference_depth):
+    assert recommended_backend(torch.device("cpu")) == "onnxruntime"
+    predictor = onnxruntime_int8_predictor
+    assert "int8" in predictor.describe()
+    median_relative, max_abs = agreement(predictor.predict(frame), reference_depth)
+    assert median_relative <= INT8_MEDIAN_RELATIVE and max_abs <= INT8_MAX_ABS_M
+
+
+def test_onnxruntime_split_runners_time_encoder_and_decoder_apart(onnxruntime_int8_predictor):
+    encode, decode = onnxruntime_int8_predictor.engine.split_runners()
+    assert decode(encode(torch.randn(2, 3, 224, 224)), (30, 40)).shape == (2, 1, 30, 40)
+
+
+def test_predictor_keeps_its_public_surface(realistic_model, onnxruntime_int8_predictor):
+    predictor = onnxruntime_int8_predictor
+    assert predictor.input_size == (224, 224) and predictor.mean == realistic_model.mean
+    assert predictor.model is realistic_model and predictor.record is None and predictor.device.type == "cpu"
+    assert predictor.model.backbone.visual.output_dim == 512
+
+
+def test_backend_choices_are_checked(realistic_model):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        DepthPredictor(realistic_model, device="cpu", backend="tvm")
+    with pytest.raises(ValueError, match="contradicts"):
+        DepthPredictor(realistic_model, device="cpu", backend="onnxruntime", options=InferenceOptions(backend="torch"))
+    with pytest.raises(ValueError, match="compile_mode"):
+        TorchOptions(compile_mode="fastest")
+    with pytest.raises(ValueError, match="CUDA"):
+        DepthPredictor(
+            realistic_model, device="cpu", options=InferenceOptions(torch=TorchOptions(cuda_graphs=True))
+        )
+    assert default_options("torch", torch.device("cpu")).torch.quantize_encoder_int8
+    assert not default_options("torch", torch.device("cuda")).torch.quantize_encoder_int8
+
+
+def test_create_predictor_resolves_auto_settings(tiny_backbone_config):
+    from space_clip_ros.inference import create_predictor
+
+    predictor = create_predictor(None, backbone=tiny_backbone_config, device="cpu", backend="torch", optimize=False)
+    assert predictor.precision == "fp32" and predictor.backend == "torch" and predictor.record is None
+    assert "torch eager" in predictor.describe()
+
+
+def test_tensorrt_backend_explains_what_is_missing(realistic_model):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="tensorrt"):
+            DepthPredictor(realistic_model, device="cpu", backend="tensorrt")
+    else:
+        with pytest.raises(RuntimeError, match="CUDA"):
+            DepthPredictor(realistic_model, device="cpu", backend="tensorrt")
+
+
+def test_onnxruntime_backend_runs_a_given_file_and_refuses_foreign_graphs(tmp_path, realistic_model):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "foreign",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    options = InferenceOptions(backend="onnxruntime", onnxruntime=OnnxRuntimeOptions(model_path=str(path)))
+    with pytest.raises(ValueError, match="not a SPACE-CLIP export"):
+        DepthPredictor(realistic_model, device="cpu", options=options)
+
+
+def test_device_point_cloud_equals_numpy_builder():
+    from std_msgs.msg import Header
+
+    from space_clip_ros.msgs import PointCloudBuilder, pointcloud2_to_xyz_grid
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 8.0, (30, 40)).astype(np.float32)
+    depth[3, 4], depth[5, 6], depth[7, 8] = np.nan, 0.0, 50.0
+    intrinsics = default_intrinsics(30, 40)
+    header = Header(frame_id="camera")
+    expected = PointCloudBuilder().build(depth, intrinsics, header, max_range=20.0)
+    got = DevicePointCloudBuilder().build(torch.from_numpy(depth), intrinsics, header, max_range=20.0)
+    for name in ("height", "width", "point_step", "row_step", "is_dense", "is_bigendian"):
+        assert getattr(got, name) == getattr(expected, name)
+    def layout(msg):
+        return [(f.name, f.offset, f.datatype) for f in msg.fields]
+
+    assert layout(got) == layout(expected)
+    np.testing.assert_array_equal(pointcloud2_to_xyz_grid(got), pointcloud2_to_xyz_grid(expected))
+    assert bytes(got.data) == bytes(expected.data)
+
+
+def test_frame_pipeline_produces_depth_image_and_cloud(eager_predictor):
+    from std_msgs.msg import Header
+
+    from space_clip_ros.inference.frame_pipeline import StageClock
+    from space_clip_ros.msgs import image_msg_to_depth, rgb_to_image_msg
+
+    predictor = eager_predictor
+    image = synthetic_camera_image(48, 64, seed=2)
+    message = rgb_to_image_msg(image, Header(frame_id="cam"))
+    clock = StageClock()
+    outputs = FramePipeline(predictor).process(message, default_intrinsics(48, 64), clock)
+    depth = image_msg_to_depth(outputs.depth_msg)
+    np.testing.assert_allclose(np.nan_to_num(depth), np.nan_to_num(predictor.predict(image)), rtol=1e-5, atol=1e-5)
+    assert (outputs.cloud_msg.height, outputs.cloud_msg.width) == (48, 64)
+    assert outputs.depth_msg.header.frame_id == "cam"
+    assert set(clock.seconds) == {"image_msg_to_array", "inference", "depth_msg", "pointcloud"}
+
+
+def test_interleaved_timing_statistics():
+    calls = []
+    stats = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert stats["a"].repeats == 3 and stats["a"].median_ms >= 0
+    summary = TimingStats.from_seconds([0.001, 0.002, 0.003, 0.004])
+    assert math.isclose(summary.median_ms, 2.5) and summary.min_ms == 1.0 and summary.max_ms == 4.0
+
+
+# ---- GPU-only paths ----------------------------------------------------------------------------------
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision, median_relative", [("fp16", 0.01), ("bf16", 0.03)])
+def test_half_weights_on_cuda_within_tolerance(realistic_model, frame, reference_depth, precision, median_relative):
+    predictor = DepthPredictor(realistic_model, device="cuda", precision=precision, optimize=True)
+    assert next(predictor.model.backbone.parameters()).dtype != torch.float32
+    got_relative, max_abs = agreement(predictor.predict(frame), reference_depth)
+    assert got_relative <= median_relative and max_abs <= INT8_MAX_ABS_M
+
+
+@needs_cuda
+def test_cuda_graphs_replay_matches_eager(realistic_model, frame):
+    options = InferenceOptions(torch=TorchOptions(cuda_graphs=True, half_weights=False))
+    graphed = DepthPredictor(realistic_model, device="cuda", options=options)
+    plain = DepthPredictor(realistic_model, device="cuda", options=InferenceOptions())
+    first = graphed.predict(frame)
+    second = graphed.predict(frame[::-1].copy())
+    np.testing.assert_allclose(first, plain.predict(frame), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(second, plain.predict(frame[::-1].copy()), rtol=1e-4, atol=1e-3)
+
+
+@needs_cuda
+def test_pinned_upload_and_device_cloud_on_cuda(realistic_model):
+    from space_clip_ros.inference.upload import FrameUploader
+
+    uploader = FrameUploader(torch.device("cuda"))
+    frames = [np.full((1, 8, 8, 3), value, dtype=np.uint8) for value in (1, 2, 3)]
+    uploaded = [uploader.upload(f) for f in frames]
+    for frame_array, tensor in zip(frames, uploaded):
+        assert tensor.is_cuda and int(tensor[0, 0, 0, 0]) == int(frame_array[0, 0, 0, 0])
+    depth = torch.rand(20, 30, device="cuda") + 0.5
+    cloud = DevicePointCloudBuilder().points(depth, default_intrinsics(20, 30))
+    cpu_cloud = DevicePointCloudBuilder().points(depth.cpu(), default_intrinsics(20, 30))
+    torch.testing.assert_close(cloud.cpu(), cpu_cloud, equal_nan=True)
