@@ -215,3 +215,36 @@ def test_backbone_comes_from_the_checkpoint_unless_parameters_describe_one():
     assert (tiny.name, tiny.pretrained, tiny.vision_overrides) == ("ViT-B-16", None, {"width": 64})
     siglip = backbone_config(DepthNodeSettings.from_values({"backbone": "ViT-B-16-SigLIP", "pretrained": "webli"}))
     assert (siglip.name, siglip.pretrained, siglip.vision_overrides) == ("ViT-B-16-SigLIP", "webli", {})
+
+
+def test_node_runs_an_exported_onnx_model_like_the_checkpoint(tmp_path, tiny_model_config):
+    """backend / exported_model parameters: the node's predictor runs a space-clip-export file."""
+    import dataclasses
+
+    import numpy as np
+
+    from space_clip_ros.inference.export import ExportOptions, export_onnx
+    from space_clip_ros.model import SpaceClip, make_record, save_checkpoint, save_vision_weights
+    from space_clip_ros.model.config import ModelConfig
+    from space_clip_ros.ros.model_setup import build_predictor, inference_options
+
+    # The backbone's weights come from a file, so the checkpoint, the export and the node agree.
+    weights = save_vision_weights(SpaceClip(tiny_model_config).backbone, tmp_path / "vision.safetensors")
+    backbone = dataclasses.replace(tiny_model_config.backbone, pretrained=str(weights))
+    model = SpaceClip(ModelConfig(backbone=backbone, decoder=tiny_model_config.decoder)).eval()
+    save_checkpoint(tmp_path / "ckpt", model.decoder.state_dict(), make_record(model))
+    onnx_path = tmp_path / "model.onnx"
+    export_onnx(model, onnx_path, ExportOptions())
+    common = {"checkpoint": str(tmp_path / "ckpt"), "device": "cpu"}
+    torch_predictor = build_predictor(DepthNodeSettings.from_values(common))
+    ort_settings = DepthNodeSettings.from_values({**common, "backend": "onnxruntime", "exported_model": str(onnx_path)})
+    assert inference_options(ort_settings).onnxruntime.model_path == str(onnx_path)
+    ort_predictor = build_predictor(ort_settings)
+    image = np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(ort_predictor.predict(image), torch_predictor.predict(image), rtol=1e-4, atol=1e-4)
+
+    with pytest.raises(FileNotFoundError, match="space-clip-export"):
+        inference_options(DepthNodeSettings.from_values({**common, "backend": "onnxruntime",
+                                                          "exported_model": str(tmp_path / "none.onnx")}))
+    with pytest.raises(ValueError, match="needs backend onnxruntime or tensorrt"):
+        inference_options(DepthNodeSettings.from_values({**common, "exported_model": str(onnx_path)}))

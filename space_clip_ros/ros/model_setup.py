@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from space_clip_ros.inference.predictor import DepthPredictor
+import dataclasses
+from pathlib import Path
+
+from space_clip_ros.inference.options import InferenceOptions, default_options, unoptimized_options
+from space_clip_ros.inference.predictor import DepthPredictor, resolve_device
 from space_clip_ros.model import BackboneConfig, CheckpointError
 from space_clip_ros.ros.diagnostics import KEY_BACKBONE_WEIGHTS, KEY_DECODER_WEIGHTS, KEY_DEVICE, KEY_MODEL
 from space_clip_ros.ros.parameters import DepthNodeSettings
@@ -27,6 +31,25 @@ def backbone_config(settings: DepthNodeSettings) -> BackboneConfig | None:
     )
 
 
+def inference_options(settings: DepthNodeSettings) -> InferenceOptions:
+    """Backend, fast path and exported-model file from the parameters."""
+    if settings.optimize:
+        options = default_options(settings.backend, resolve_device(settings.device))
+    else:
+        options = unoptimized_options(settings.backend)
+    exported = settings.exported_model
+    if not exported:
+        return options
+    if not Path(exported).is_file():
+        raise FileNotFoundError(f"exported_model {exported} does not exist (make one with space-clip-export)")
+    if settings.backend == "onnxruntime":
+        return dataclasses.replace(options, onnxruntime=dataclasses.replace(options.onnxruntime, model_path=exported))
+    if settings.backend == "tensorrt":
+        key = "onnx_path" if exported.endswith(".onnx") else "engine_path"
+        return dataclasses.replace(options, tensorrt=dataclasses.replace(options.tensorrt, **{key: exported}))
+    raise ValueError("exported_model needs backend onnxruntime or tensorrt (the torch backend runs the checkpoint)")
+
+
 def build_predictor(settings: DepthNodeSettings) -> DepthPredictor:
     """Load backbone and decoder and place them on the device; raises one of MODEL_SETUP_ERRORS."""
     return DepthPredictor.from_checkpoint(
@@ -34,6 +57,7 @@ def build_predictor(settings: DepthNodeSettings) -> DepthPredictor:
         backbone=backbone_config(settings),
         device=settings.device,
         precision=settings.precision,
+        options=inference_options(settings),
     )
 
 

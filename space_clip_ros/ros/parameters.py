@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from space_clip_ros.inference.options import BACKENDS
 from space_clip_ros.inference.predictor import DEVICES, PRECISIONS
 from space_clip_ros.msgs import COLORMAP_NAMES, DEPTH_ENCODINGS
 from space_clip_ros.ros.parameter_table import (
@@ -95,6 +96,25 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "precision", "fp32",
         "Arithmetic precision: fp32, or fp16/bf16 autocast on CUDA (fp32 on a CPU).",
         _MODEL, read_only=True, choices=tuple(PRECISIONS),
+    ),
+    ParameterSpec(
+        "backend", "torch",
+        "Inference engine: torch (PyTorch), onnxruntime (an exported ONNX graph; the fast CPU path) or "
+        "tensorrt (needs the tensorrt Python package).",
+        _MODEL, read_only=True, choices=tuple(BACKENDS),
+    ),
+    ParameterSpec(
+        "optimize", False,
+        "Use the backend's recommended fast path on this device (batch-norm folding, SDPA, channels-last; "
+        "on CPU with onnxruntime also an int8 encoder, within the tolerance of docs/benchmarks.md; fp16 "
+        "weights on CUDA). false: the model exactly as trained.",
+        _MODEL, read_only=True,
+    ),
+    ParameterSpec(
+        "exported_model", "",
+        "File made by space-clip-export for the onnxruntime backend (.onnx) or the tensorrt backend (.onnx or "
+        "a serialised .engine/.plan). Empty: export the loaded model in memory at start-up.",
+        _MODEL, read_only=True,
     ),
     # ---- input and QoS: fixed for the life of the node ----------------------------------------
     ParameterSpec(
@@ -217,6 +237,9 @@ class DepthNodeSettings:
     vision_overrides: str
     device: str
     precision: str
+    backend: str
+    optimize: bool
+    exported_model: str
     image_transport: str
     qos_depth: int
     publisher_reliability: str
