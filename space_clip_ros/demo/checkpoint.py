@@ -58,11 +58,18 @@ class DemoTraining:
             "data.num_workers=0",
             "val.num_workers=0",
         ]
+        # The scene decides the dataset layout and depth range, whatever synthetic.yaml renders.
         if self.scene == "street":
             # KITTI-style rendered streets (sky without depth, up to 80 m), in a KITTI-like aspect.
             overrides += [
                 "data.dataset=kitti", "data.kb_crop=false", "data.synthetic.height=64", "data.synthetic.width=192",
                 "loss.max_depth=80.0", "val.protocol_overrides={max_depth_eval: 80.0}",
+            ]
+        else:
+            # NYU-style rendered rooms (up to 10 m), in the NYU camera's 4:3 aspect.
+            overrides += [
+                "data.dataset=nyu", "data.synthetic.height=96", "data.synthetic.width=128",
+                "loss.max_depth=10.0", "val.protocol_overrides={max_depth_eval: 10.0}",
             ]
         if self.quick:
             overrides += [
