@@ -59,7 +59,7 @@ def test_tiny_smoke_run_writes_json(tmp_path, capsys):
 
     frame = report["frame_latency"][0]
     assert frame["size"] == "64x48" and frame["cloud_points"] == 64 * 48
-    assert set(frame["stages"]) == {"image_msg_to_array", "inference", "depth_msg", "pointcloud", "serialize"}
+    assert set(frame["stages"]) == {"image_to_array", "inference", "depth_msg", "pointcloud", "serialize"}
     assert set(frame["total"]) == STATS_KEYS
 
     assert set(report["around_model"]) == {"preprocess", "final_resize"}

@@ -20,7 +20,6 @@ from torch import nn
 
 from space_clip_ros.inference.attention import SdpaSelfAttention, replace_multihead_attention
 from space_clip_ros.inference.device_pointcloud import DevicePointCloudBuilder
-from space_clip_ros.inference.frame_pipeline import FramePipeline, default_intrinsics
 from space_clip_ros.inference.fusion import fold_batch_norms, remaining_batch_norms
 from space_clip_ros.inference.options import (
     InferenceOptions,
@@ -34,6 +33,7 @@ from space_clip_ros.inference.resize import MatrixResize
 from space_clip_ros.inference.synthetic import make_decoder_realistic, synthetic_camera_image
 from space_clip_ros.inference.timing import TimingStats, time_interleaved
 from space_clip_ros.model import SpaceClip
+from space_clip_ros.msgs import CameraIntrinsics
 
 EXACT_MEDIAN_RELATIVE = 1e-5
 EXACT_MAX_ABS_M = 1e-3
@@ -51,6 +51,11 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def camera(height: int, width: int) -> CameraIntrinsics:
+    return CameraIntrinsics(fx=0.8 * width, fy=0.8 * width, cx=width / 2 - 0.5, cy=height / 2 - 0.5, width=width,
+                            height=height)
 
 
 def agreement(depth: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
@@ -248,11 +253,13 @@ def test_device_point_cloud_equals_numpy_builder():
 
     rng = np.random.default_rng(0)
     depth = rng.uniform(0.5, 8.0, (30, 40)).astype(np.float32)
-    depth[3, 4], depth[5, 6], depth[7, 8] = np.nan, 0.0, 50.0
-    intrinsics = default_intrinsics(30, 40)
+    depth[3, 4], depth[5, 6], depth[7, 8], depth[9, 10], depth[11, 12] = np.nan, 0.0, 50.0, 0.75, 20.0
+    intrinsics = camera(30, 40)
     header = Header(frame_id="camera")
-    expected = PointCloudBuilder().build(depth, intrinsics, header, max_range=20.0)
-    got = DevicePointCloudBuilder().build(torch.from_numpy(depth), intrinsics, header, max_range=20.0)
+    # Range limits inclusive on both sides, as the depth image's (0.75 and 20.0 are kept).
+    expected = PointCloudBuilder().build(depth, intrinsics, header, max_range=20.0, min_depth=0.75)
+    got = DevicePointCloudBuilder().build(torch.from_numpy(depth), intrinsics, header, max_range=20.0, min_depth=0.75)
+    assert np.isfinite(pointcloud2_to_xyz_grid(got)[[9, 11], [10, 12]]).all()
     for name in ("height", "width", "point_step", "row_step", "is_dense", "is_bigendian"):
         assert getattr(got, name) == getattr(expected, name)
     def layout(msg):
@@ -261,24 +268,6 @@ def test_device_point_cloud_equals_numpy_builder():
     assert layout(got) == layout(expected)
     np.testing.assert_array_equal(pointcloud2_to_xyz_grid(got), pointcloud2_to_xyz_grid(expected))
     assert bytes(got.data) == bytes(expected.data)
-
-
-def test_frame_pipeline_produces_depth_image_and_cloud(eager_predictor):
-    from std_msgs.msg import Header
-
-    from space_clip_ros.inference.frame_pipeline import StageClock
-    from space_clip_ros.msgs import image_msg_to_depth, rgb_to_image_msg
-
-    predictor = eager_predictor
-    image = synthetic_camera_image(48, 64, seed=2)
-    message = rgb_to_image_msg(image, Header(frame_id="cam"))
-    clock = StageClock()
-    outputs = FramePipeline(predictor).process(message, default_intrinsics(48, 64), clock)
-    depth = image_msg_to_depth(outputs.depth_msg)
-    np.testing.assert_allclose(np.nan_to_num(depth), np.nan_to_num(predictor.predict(image)), rtol=1e-5, atol=1e-5)
-    assert (outputs.cloud_msg.height, outputs.cloud_msg.width) == (48, 64)
-    assert outputs.depth_msg.header.frame_id == "cam"
-    assert set(clock.seconds) == {"image_msg_to_array", "inference", "depth_msg", "pointcloud"}
 
 
 def test_interleaved_timing_statistics():
@@ -323,6 +312,6 @@ def test_pinned_upload_and_device_cloud_on_cuda(realistic_model):
     for frame_array, tensor in zip(frames, uploaded):
         assert tensor.is_cuda and int(tensor[0, 0, 0, 0]) == int(frame_array[0, 0, 0, 0])
     depth = torch.rand(20, 30, device="cuda") + 0.5
-    cloud = DevicePointCloudBuilder().points(depth, default_intrinsics(20, 30))
-    cpu_cloud = DevicePointCloudBuilder().points(depth.cpu(), default_intrinsics(20, 30))
+    cloud = DevicePointCloudBuilder().points(depth, camera(20, 30))
+    cpu_cloud = DevicePointCloudBuilder().points(depth.cpu(), camera(20, 30))
     torch.testing.assert_close(cloud.cpu(), cpu_cloud, equal_nan=True)

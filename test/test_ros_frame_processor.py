@@ -189,6 +189,41 @@ def test_output_step_alone_takes_numpy_or_tensor_depth_as_the_processor_does(pro
     np.testing.assert_array_equal(depth.numpy(), predictor.infer(rgb[None]).depth[0].numpy())  # not modified
 
 
+def test_cloud_built_on_the_device_equals_the_numpy_cloud(processor, predictor):
+    """The GPU path (depth still a tensor, cloud back-projected by torch) gives the same bytes; forced
+    on for a CPU tensor here so that CI checks it."""
+    rgb = pattern_image(HEIGHT, WIDTH, seed=8)
+    message = image_message(rgb, "rgb8", make_stamp(5), FRAME)
+    depth = predictor.infer(rgb[None], output_size=(HEIGHT, WIDTH)).depth[0]
+    low, high = np.quantile(depth.numpy(), [0.2, 0.8])  # limits that cut points on both sides
+    ranged = {"min_depth": float(low), "points_max_range": float(high), "focal_rescale": False}
+    for values, expected_scale in (({}, 0.8), (ranged, 1.0)):  # focal rescaling on, then range limits
+        output_settings = OutputSettings.from_node_settings(settings(**values))
+        on_host = DepthOutputBuilder(predictor.record, cloud_on_device=False).build(
+            depth, message.header, calibration(), output_settings)
+        on_device = DepthOutputBuilder(predictor.record, cloud_on_device=True).build(
+            depth, message.header, calibration(), output_settings)
+        assert on_device.depth_scale == on_host.depth_scale == pytest.approx(expected_scale)
+        assert bytes(on_device.points.data) == bytes(on_host.points.data)
+        assert bytes(on_device.depth_image.data) == bytes(on_host.depth_image.data)
+        assert on_device.points.header == on_host.points.header
+    valid = np.isfinite(pointcloud2_to_xyz_grid(on_device.points)[..., 2])
+    assert 0.5 < valid.mean() < 0.7  # the range limits removed about 20 % of the points on each side
+
+
+def test_clock_charges_each_stage_of_a_frame(processor):
+    from space_clip_ros.inference.timing import StageClock
+
+    message = image_message(pattern_image(HEIGHT, WIDTH, seed=9), "rgb8", make_stamp(6), FRAME)
+    clock = StageClock()
+    clock.start()
+    out = processor.process(message, calibration(), settings(publish_colored=True), clock)
+    assert set(clock.seconds) == {"image_to_array", "inference", "depth_msg", "pointcloud", "colored"}
+    assert all(seconds >= 0 for seconds in clock.seconds.values())
+    assert clock.seconds["inference"] >= out.inference_s * 0.5
+    assert out.points is not None and out.colored is not None
+
+
 def test_bad_input_raises_errors_that_say_what_is_wrong(processor):
     with pytest.raises(ImageConversionError, match="unsupported encoding 'yuv422'"):
         processor.process(raw_image_message("yuv422", 4, 4, 8, bytes(32), make_stamp(1), FRAME), None, settings())

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..inference.frame_pipeline import FramePipeline, StageClock, default_intrinsics
+from ..data.camera import CameraIntrinsics
 from ..inference.machine import MemoryProbe, machine_info, software_versions
 from ..inference.options import (
     BACKENDS,
@@ -39,7 +39,7 @@ from ..inference.options import (
 )
 from ..inference.predictor import DepthPredictor, resolve_device
 from ..inference.synthetic import make_decoder_realistic, synthetic_camera_image
-from ..inference.timing import TimingStats, device_synchronizer, time_interleaved, torch_threads
+from ..inference.timing import StageClock, TimingStats, device_synchronizer, time_interleaved, torch_threads
 from ..model import BackboneConfig, DecoderConfig, ModelConfig, SpaceClip, load_model
 from ..model.checkpoint import CheckpointError
 from ..model.preprocess import resize_and_normalize
@@ -243,25 +243,43 @@ def bench_pre_and_post(predictor: DepthPredictor, settings: Settings, image: np.
     return {name: value.to_dict() for name, value in stats.items()}
 
 
+def benchmark_camera(height: int, width: int) -> CameraIntrinsics:
+    """A plausible pinhole camera for the frame section (horizontal field of view about 65 degrees)."""
+    focal = 0.78 * width
+    return CameraIntrinsics(fx=focal, fy=focal, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0, width=width, height=height)
+
+
 def bench_frames(predictor: DepthPredictor, settings: Settings) -> list[dict]:
-    """The node's per-frame path at each camera size, stage by stage, ending in serialised bytes."""
+    """The node's per-frame path at each camera size, stage by stage, ending in serialised bytes.
+
+    Runs the node's own frame processor (``ros.frame_processor``) with its default outputs: a depth
+    Image and an organised xyz PointCloud2 (colour picture and embedding off).
+    """
     from rclpy.serialization import serialize_message  # works without a running node
     from std_msgs.msg import Header
 
-    from ..msgs import rgb_to_image_msg
+    from ..msgs import camera_info_from_intrinsics, rgb_to_image_msg
+    from ..ros.frame_processor import CameraCalibration, DepthFrameProcessor
+    from ..ros.parameters import DepthNodeSettings
 
     synchronize = device_synchronizer(predictor.device)
-    pipeline = FramePipeline(predictor)
+    processor = DepthFrameProcessor(predictor)
+    node_settings = DepthNodeSettings.defaults().replace(
+        publish_points=True, points_organized=True, points_stride=1, points_rgb=False,
+        publish_colored=False, publish_embedding=False, output_width=0, output_height=0,
+    )
     rows = []
     for height, width in settings.sizes:
-        image_msg = rgb_to_image_msg(synthetic_camera_image(height, width, seed=1), Header(frame_id="camera"))
-        intrinsics = default_intrinsics(height, width)
+        header = Header(frame_id="camera")
+        image_msg = rgb_to_image_msg(synthetic_camera_image(height, width, seed=1), header)
+        calibration = CameraCalibration.from_msg(camera_info_from_intrinsics(benchmark_camera(height, width), header))
         samples: list[dict[str, float]] = []
         for index in range(settings.warmup + settings.repeats):
             clock = StageClock(synchronize=synchronize)
-            outputs = pipeline.process(image_msg, intrinsics, clock)
-            serialize_message(outputs.depth_msg)
-            serialize_message(outputs.cloud_msg)
+            clock.start()
+            outputs = processor.process(image_msg, calibration, node_settings, clock)
+            serialize_message(outputs.depth_image)
+            serialize_message(outputs.points)
             clock.stamp("serialize")
             if index >= settings.warmup:
                 samples.append(clock.seconds)
@@ -272,7 +290,7 @@ def bench_frames(predictor: DepthPredictor, settings: Settings) -> list[dict]:
             "total": total.to_dict(),
             "stages": stages,
             "frames_per_s": round(1e3 / total.median_ms, 2),
-            "cloud_points": int(outputs.cloud_msg.width * outputs.cloud_msg.height),
+            "cloud_points": int(outputs.points.width * outputs.points.height),
         })
         logger.info("frame section: %dx%d median %.1f ms", width, height, total.median_ms)
     return rows

@@ -51,7 +51,8 @@ class DevicePointCloudBuilder:
     ) -> torch.Tensor:
         """(H, W, 4) float32 [x, y, z, 0] on the depth's device; NaN xyz where the depth is invalid.
 
-        Valid: finite, > min_depth (and > 0) and <= max_range.
+        Valid exactly as for the NumPy builder (``msgs.valid_depth_mask``): finite, >= min_depth
+        (> 0 when min_depth is 0) and <= max_range.
         """
         if depth.ndim != 2:
             raise ValueError(f"expected an (H, W) depth tensor, got shape {tuple(depth.shape)}")
@@ -64,9 +65,8 @@ class DevicePointCloudBuilder:
         intrinsics.validate()
         x_over_z, y_over_z = self._rays_for(intrinsics, depth.device)
         z = depth.float()
-        valid = torch.isfinite(z) & (z > max(min_depth, 0.0))
-        if math.isfinite(max_range):
-            valid &= z <= max_range
+        valid = (z >= min_depth) if min_depth > 0.0 else (z > 0.0)  # NaN compares False
+        valid &= (z <= max_range) if math.isfinite(max_range) else torch.isfinite(z)
         z = torch.where(valid, z, torch.full_like(z, float("nan")))
         points = torch.zeros((height, width, _FLOATS_PER_POINT), dtype=torch.float32, device=depth.device)
         torch.mul(z, x_over_z, out=points[..., 0])

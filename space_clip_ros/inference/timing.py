@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,30 @@ def device_synchronizer(device: torch.device) -> Callable[[], None]:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
     return lambda: None
+
+
+@dataclass
+class StageClock:
+    """Wall time per named stage of one piece of work (e.g. a frame), accumulated across stamps.
+
+    ``stamp(stage)`` charges the time since the previous stamp (or since ``start()``/creation) to
+    ``stage``. The device is synchronised at each stamp so that queued GPU work is charged to the
+    stage that queued it; with the default no-op synchroniser a clock costs two clock reads.
+    """
+
+    synchronize: Callable[[], None] = lambda: None
+    seconds: dict[str, float] = field(default_factory=dict)
+    _last: float = field(default_factory=time.perf_counter)
+
+    def start(self) -> None:
+        self.synchronize()
+        self._last = time.perf_counter()
+
+    def stamp(self, stage: str) -> None:
+        self.synchronize()
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + (now - self._last)
+        self._last = now
 
 
 def time_interleaved(
