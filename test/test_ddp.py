@@ -18,6 +18,27 @@ from space_clip_ros.training.evaluate import evaluate_model
 from space_clip_ros.training.protocol import get_protocol
 from space_clip_ros.training.trainer import RANDOM_BACKBONE_FILE
 
+# space-clip-train, except that rank 0's second batch carries a NaN pixel: its loss is NaN while
+# rank 1's is finite, and both ranks must skip that step together (or DDP would hang).
+LAUNCHER = """
+import os, sys
+from space_clip_ros.training import trainer
+from space_clip_ros.cli.train import main
+
+real_step = trainer.Trainer.train_step
+calls = []
+
+def train_step(self, batch):
+    calls.append(1)
+    if len(calls) == 2 and os.environ["RANK"] == "0":
+        batch = dict(batch, image=batch["image"].clone())
+        batch["image"][0, :, 0, 0] = float("nan")
+    return real_step(self, batch)
+
+trainer.Trainer.train_step = train_step
+sys.exit(main())
+"""
+
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
@@ -30,9 +51,11 @@ def ddp_run(tmp_path_factory):
     config_file = root / "ddp.yaml"
     config_file.write_text(dump_yaml(config))
     run_dir = root / "run"
+    launcher = root / "train_with_one_nan_batch.py"
+    launcher.write_text(LAUNCHER)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "space_clip_ros.cli.train", "--config", str(config_file), "--out", str(run_dir)]
+               str(launcher), "--config", str(config_file), "--out", str(run_dir)]
     process = subprocess.run(command, env=env, capture_output=True, text=True, timeout=420)
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-6000:]
     return config, run_dir, process
@@ -49,6 +72,9 @@ def test_two_processes_train_and_write_one_checkpoint_set(ddp_run):
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]  # written once per epoch, not once per rank
     assert history[-1]["global_step"] == 4 and history[-1]["train"]["steps"] == 2
+    # The poisoned step was skipped on both ranks and counted once.
+    assert history[0]["train"]["skipped"] == 1 and history[0]["train"]["steps"] == 1
+    assert history[-1]["counters"]["nonfinite_loss"] == 1
     state = load_resume_state(run_dir)
     assert state.world_size == 2 and len(state.rng) == 2
     assert process.stdout.count("run directory") == 1  # one summary, from rank 0

@@ -73,6 +73,22 @@ def test_hits_misses_and_keys(model, images, tmp_path):
     assert FeatureCache(tmp_path, model, "float32").folder != cache.folder
 
 
+def test_a_decoder_reading_other_layers_misses_then_shares_the_entry(model, images, tmp_path):
+    cache = FeatureCache(tmp_path, model, "float16")
+    cache.fill(model, ImageList(images), torch.device("cpu"))
+    decoder = dataclasses.replace(model.config.decoder, structural_layers=(5, 4))
+    other = SpaceClip(ModelConfig(backbone=model.config.backbone, decoder=decoder))
+    other.backbone = model.backbone  # same frozen weights, other decoder layers
+    other_cache = FeatureCache(tmp_path, other, "float16")
+    assert other_cache.folder == cache.folder
+    first = other_cache.fill(other, ImageList(images), torch.device("cpu"))
+    assert (first.hits, first.misses) == (0, 3)  # layers 4 and 5 were not stored
+    assert other_cache.load(image_key(images[0])) is not None
+    assert cache.load(image_key(images[0])) is not None  # the first decoder's layers are still there
+    again = cache.fill(model, ImageList(images), torch.device("cpu"))
+    assert (again.hits, again.misses) == (3, 0)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_cached_features_equal_the_backbone(model, images, tmp_path, dtype):
     cache = FeatureCache(tmp_path, model, dtype)

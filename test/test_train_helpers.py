@@ -73,12 +73,17 @@ class TrainedRun:
     baseline_abs_rel: float  # constant depth = median of the training ground truth, on validation
 
 
+def constant_depth(trainer) -> float:
+    """The constant-depth baseline's prediction: the median of the training ground truth."""
+    depths = [trainer.train_base.load(i)["depth"].numpy() for i in range(len(trainer.train_base))]
+    return float(np.median(np.concatenate([d[d > 0] for d in depths])))
+
+
 def constant_baseline(trainer) -> float:
     """Validation AbsRel of predicting the median training depth everywhere."""
     from space_clip_ros.training.protocol import evaluate_prediction
 
-    depths = [trainer.train_base.load(i)["depth"].numpy() for i in range(len(trainer.train_base))]
-    median = float(np.median(np.concatenate([d[d > 0] for d in depths])))
+    median = constant_depth(trainer)
     scores = []
     for i in range(len(trainer.val_dataset)):
         gt = trainer.val_dataset[i]["depth"][0].numpy()

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_helpers import trained_run
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_train_helpers import constant_depth, trained_run
 
 from space_clip_ros.inference.predictor import DepthPredictor
-from space_clip_ros.model import load_checkpoint
+from space_clip_ros.model import load_checkpoint, load_model
 from space_clip_ros.training.checkpointing import RESUME_FILE, load_resume_state
-from space_clip_ros.training.evaluate import predict_depth
+from space_clip_ros.training.data_setup import eval_dataset
+from space_clip_ros.training.evaluate import evaluate_model, predict_depth
+from space_clip_ros.training.protocol import evaluate_prediction
 from space_clip_ros.training.trainer import RANDOM_BACKBONE_FILE
 
 
@@ -34,13 +37,33 @@ def test_training_lowers_the_loss_and_beats_a_constant_depth(run):
     assert run.summary.counters == {"nonfinite_loss": 0, "nonfinite_grad": 0}
 
 
+def test_best_checkpoint_beats_a_constant_depth_on_the_test_drives(run):
+    """Chosen on validation, scored once on drives that neither training nor validation saw."""
+    trainer = run.trainer
+    model, _ = load_model(run.run_dir / "best")
+    test = eval_dataset("kitti", trainer.paths.test_data_path, trainer.paths.test_gt_path, trainer.paths.test_split)
+    result = evaluate_model(model.eval(), test, trainer.protocol)
+    median = constant_depth(trainer)
+    constant = np.mean([evaluate_prediction(np.full(test[i]["depth"].shape[-2:], median), test[i]["depth"][0].numpy(),
+                                            trainer.protocol)["abs_rel"] for i in range(len(test))])
+    assert result.images_scored == len(test) == run.config.data.synthetic.n_test
+    assert result.abs_rel < 0.6 * constant, (result.abs_rel, constant)
+
+
 def test_run_directory_contents(run):
     for name in ("last.safetensors", "last.json", "best.safetensors", "best.json", RESUME_FILE, "config.yaml",
                  "history.jsonl", "best_validation.json", "best_validation.md", "splits/train.txt",
                  "splits/val.txt"):
         assert (run.run_dir / name).is_file(), name
     assert not list(run.run_dir.glob(".*")), "temporary files left behind"
-    assert list((run.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(run.run_dir / "tensorboard"), size_guidance={"images": 0})  # keep all
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("train/loss", "train/loss_silog", "train/loss_ssim", "train/loss_aux_0", "train/lr", "train/grad_norm",
+                "train/skipped_steps", "val_raw/abs_rel", "val_ema/abs_rel", "epoch/train_total"):
+        assert tag in scalars, tag
+    assert events.Tags()["images"] == ["val/input_gt_prediction"]
+    assert len(events.Images("val/input_gt_prediction")) == run.config.train.epochs
     lines = (run.run_dir / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == list(range(1, 9))
 

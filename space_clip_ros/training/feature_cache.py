@@ -21,6 +21,7 @@ that is about 4.2 MB per image in float16.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
@@ -99,6 +101,9 @@ class CacheStats:
 class FeatureCache:
     """A folder of cached backbone features for one backbone identity.
 
+    Decoders reading other layers share the folder: an entry without a needed layer is a miss, and
+    re-encoding it adds the layers to the file.
+
     Args:
         root: the cache folder given by ``data.feature_cache``.
         model: the model whose backbone is cached (fixes identity, layers and grid).
@@ -124,8 +129,22 @@ class FeatureCache:
     def path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.safetensors"
 
+    def _names(self) -> list[str]:
+        return [f"{o}.layer_{layer}" for o in ORIENTATIONS for layer in self.layers] + [
+            f"{o}.global" for o in ORIENTATIONS
+        ]
+
     def contains(self, key: str) -> bool:
-        return self.path(key).is_file()
+        """An entry with every tensor this decoder reads (reads the file header only)."""
+        path = self.path(key)
+        if not path.is_file():
+            return False
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                stored = set(handle.keys())
+        except Exception:  # damaged: treated as absent and rewritten
+            return False
+        return set(self._names()) <= stored
 
     def load(self, key: str) -> dict[str, CachedFeatures] | None:
         """Both orientations of an image, or ``None`` (a miss) when absent or lacking a layer."""
@@ -161,6 +180,10 @@ class FeatureCache:
             tensors[f"{orientation}.global"] = entry.global_features.to(self.dtype).contiguous()
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            # Another decoder (other layers) cached this image before: keep its layers too.
+            with contextlib.suppress(Exception):
+                tensors = {**load_file(str(path)), **tensors}
         _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": CACHE_FORMAT}))
 
     @torch.no_grad()

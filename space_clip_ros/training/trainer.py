@@ -46,7 +46,7 @@ from .distributed import DistContext
 from .ema import DecoderEMA
 from .evaluate import EvalResult, evaluate_decoders, write_eval_report
 from .feature_cache import CachedFeatureDataset, FeatureCache, batch_to_features
-from .losses import DepthLoss, is_finite_loss
+from .losses import DepthLoss, is_finite_loss, zero_loss_like
 from .protocol import EvalProtocol, get_protocol
 from .schedule import WarmupCosine
 from .tensorboard import TrainLogger, image_grid
@@ -373,6 +373,12 @@ class Trainer:
         total, parts = self.loss_fn(pred, aux, gt)
         # Every rank must take the same branch, or DDP's gradient all-reduce would hang.
         if not self.ctx.all_true(is_finite_loss(total)):
+            if self.ctx.distributed:
+                # DDP expects a backward after every forward (its reduction would otherwise fail on
+                # the next step); a zero connected to every output completes it, and the
+                # (meaningless) gradients are then thrown away.
+                outputs = [pred] + [a for a in aux or [] if a is not None]
+                sum(zero_loss_like(o) for o in outputs).backward()
             self.optimizer.zero_grad(set_to_none=True)
             self._restore_buffers(buffers)
             return StepResult(parts, None, "nonfinite_loss")
