@@ -31,7 +31,7 @@ from space_clip_ros.inference.options import (
 from space_clip_ros.inference.predictor import DepthPredictor
 from space_clip_ros.inference.resize import MatrixResize
 from space_clip_ros.inference.synthetic import make_decoder_realistic, synthetic_camera_image
-from space_clip_ros.inference.timing import TimingStats, time_interleaved
+from space_clip_ros.inference.timing import TimingStats, time_interleaved, torch_threads
 from space_clip_ros.model import SpaceClip
 from space_clip_ros.msgs import CameraIntrinsics
 
@@ -47,10 +47,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def single_torch_thread():
     """One intra-op thread: these small models gain nothing from two, and on a machine whose cores
     are shared with other test runs two OpenMP threads wait on each other at every operator."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def camera(height: int, width: int) -> CameraIntrinsics:
@@ -209,6 +207,9 @@ def test_backend_choices_are_checked(realistic_model):
         )
     assert default_options("torch", torch.device("cpu")).torch.quantize_encoder_int8
     assert not default_options("torch", torch.device("cuda")).torch.quantize_encoder_int8
+    assert default_options("onnxruntime", torch.device("cpu")).onnxruntime.allow_spinning
+    assert not default_options("onnxruntime", torch.device("cpu"), cpu_spin_wait=False).onnxruntime.allow_spinning
+    assert not default_options("onnxruntime", torch.device("cuda")).onnxruntime.allow_spinning
 
 
 def test_create_predictor_resolves_auto_settings(tiny_backbone_config):
