@@ -21,10 +21,6 @@ import json
 import math
 import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -35,6 +31,9 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from space_clip_ros.demo.processes import SIGTERM_TIMEOUT_S, ManagedProcess, find_console_script
+from space_clip_ros.demo.processes import node_environment as demo_node_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "depth.yaml"
@@ -51,15 +50,8 @@ DEFAULT_TIMEOUT_S = 60.0
 
 
 # ---- processes --------------------------------------------------------------------------------
-def find_executable(name: str) -> str:
-    """A console script of this environment (beside the running Python first, then on PATH)."""
-    sibling = Path(sys.executable).with_name(name)
-    if sibling.is_file() and os.access(sibling, os.X_OK):
-        return str(sibling)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"console script '{name}' not found beside {sys.executable} or on PATH")
-    return found
+# A console script of this environment, found as the demo finds the nodes it starts.
+find_executable = find_console_script
 
 
 def module_domain_id(module_name: str) -> int:
@@ -73,19 +65,13 @@ def unique_namespace(prefix: str = "t") -> str:
 
 
 def node_environment(domain_id: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for a node process: the test's own, plus unbuffered, uncoloured logging."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "ROS_DOMAIN_ID": str(domain_id),
-            "ROS_AUTOMATIC_DISCOVERY_RANGE": env.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"),
-            "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
-            "RCUTILS_COLORIZED_OUTPUT": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update(extra or {})
-    return env
+    """The demo's environment for a node (unbuffered, uncoloured logs; DDS on this machine) on ``domain_id``."""
+    return demo_node_environment({"ROS_DOMAIN_ID": str(domain_id), **(extra or {})})
+
+
+def tiny_node_overrides(weights: Path | str, **extra: Any) -> dict[str, Any]:
+    """Depth-node parameters for :func:`make_tiny_checkpoint`'s tiny backbone (its weights file), plus ``extra``."""
+    return {"pretrained": str(weights), "vision_overrides": json.dumps(TINY_VISION_OVERRIDES), **extra}
 
 
 def ros_argument_value(value: Any) -> str:
@@ -137,28 +123,12 @@ def depth_node_command(
     return command
 
 
-class NodeProcess:
-    """A node started as its own process, its output (stdout + stderr) captured to a file."""
+class NodeProcess(ManagedProcess):
+    """A node started as its own process from the repository root, its output (stdout + stderr)
+    captured to a file: the demo's :class:`ManagedProcess`, plus waits on its log and exit."""
 
     def __init__(self, command: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
-        self.command = list(command)
-        self.log_path = Path(log_path)
-        self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        # A file, not a pipe: nobody has to drain it for the node to keep running.
-        self.process = subprocess.Popen(
-            self.command, stdout=self._log_file, stderr=subprocess.STDOUT, env=dict(env), cwd=REPO_ROOT
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(Path(command[0]).name, command, log_path, env, cwd=REPO_ROOT)
 
     def wait_for_log(self, pattern: str, timeout: float = DEFAULT_TIMEOUT_S, start: int = 0) -> re.Match:
         """The first match of regex ``pattern`` in the log after character ``start``."""
@@ -187,17 +157,10 @@ class NodeProcess:
 
         return psutil.Process(self.pid).memory_info().rss
 
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGINT (what Ctrl-C and ros2 launch send), then SIGKILL if it does not end in time."""
-        if self.running:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
-        self._log_file.close()
-        return self.process.returncode
+    def stop(self, sigint_timeout: float = 20.0, sigterm_timeout: float = SIGTERM_TIMEOUT_S) -> int:
+        # Longer than the demo waits after SIGINT: on a busy test machine a clean shutdown (exit
+        # code 0, which the tests check) can take a while.
+        return super().stop(sigint_timeout, sigterm_timeout)
 
 
 # ---- an rclpy client in the test process ----------------------------------------------------------
@@ -224,19 +187,41 @@ class MessageCollector:
     def find(self, predicate: Callable[[Any], bool]) -> Any | None:
         return next((message for message in self.messages if predicate(message)), None)
 
-    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = DEFAULT_TIMEOUT_S,
-                 what: str = "a matching message") -> Any:
+    def poll(self, predicate: Callable[[Any], bool], timeout: float) -> Any | None:
+        """The first matching message, waiting up to ``timeout`` s for one to arrive; None if none did."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             found = self.find(predicate)
-            if found is not None:
+            if found is not None or time.monotonic() >= deadline:
                 return found
             time.sleep(0.02)
-        raise AssertionError(f"no {what} within {timeout} s ({len(self.messages)} messages received)")
+
+    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = DEFAULT_TIMEOUT_S,
+                 what: str = "a matching message") -> Any:
+        found = self.poll(predicate, timeout)
+        if found is None:
+            raise AssertionError(f"no {what} within {timeout} s ({len(self.messages)} messages received)")
+        return found
 
     def wait_for_stamp(self, stamp: Any, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
         return self.wait_for(lambda m: same_stamp(m.header.stamp, stamp), timeout,
                              what=f"message stamped {stamp.sec}.{stamp.nanosec:09d}")
+
+
+def publish_until_answered(
+    publish: Callable[[Any], Any], collector: MessageCollector, stamps: Iterable[Any], per_attempt_s: float
+) -> tuple[Any, Any, Any] | None:
+    """Publish a frame per stamp (``publish(stamp)``) until ``collector`` receives a message with that
+    stamp, since early frames can be lost while discovery settles.
+
+    Returns (stamp, what ``publish`` returned, the answer), or None when no stamp was answered.
+    """
+    for stamp in stamps:
+        sent = publish(stamp)
+        answer = collector.poll(lambda m, s=stamp: same_stamp(m.header.stamp, s), per_attempt_s)
+        if answer is not None:
+            return stamp, sent, answer
+    return None
 
 
 class RosTestClient:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from space_clip_ros.data.formats import (
     CorruptFileError,
-    FolderMeta,
+    IntrinsicsFileError,
     list_folder_frames,
     read_folder_meta,
     read_rgb,
@@ -176,7 +176,7 @@ def test_folder_layout_round_trip(tmp_path, depth_format):
     meta = write_synthetic_folder(
         tmp_path, 3, intrinsics=NYU_SMALL, depth_format=depth_format, depth_scale=5000.0
     )
-    assert read_folder_meta(tmp_path) == meta
+    assert read_folder_meta(tmp_path) == meta and meta.intrinsics == NYU_SMALL
     frames = list_folder_frames(tmp_path)
     assert [f[0] for f in frames] == ["rgb/000000.png", "rgb/000001.png", "rgb/000002.png"]
     assert all(f[1].endswith(f".{depth_format}") for f in frames)
@@ -196,7 +196,9 @@ def test_folder_meta_names_missing_keys(tmp_path):
     (tmp_path / "intrinsics.yaml").write_text("fx: 500\nfy: 500\n")
     with pytest.raises(ValueError, match="cx"):
         read_folder_meta(tmp_path)
-    assert FolderMeta(1, 2, 3, 4, 5, 6).intrinsics().width == 5
+    (tmp_path / "intrinsics.yaml").write_text("fx: 0\nfy: 500\ncx: 1\ncy: 1\nwidth: 4\nheight: 3\n")
+    with pytest.raises(IntrinsicsFileError, match="focal length fx"):
+        read_folder_meta(tmp_path)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from space_clip_ros.inference.options import InferenceOptions, OnnxRuntimeOption
 from space_clip_ros.inference.predictor import DepthPredictor
 from space_clip_ros.inference.quantize import encoder_weight_matmuls, quantize_onnx_int8
 from space_clip_ros.inference.synthetic import make_decoder_realistic, synthetic_camera_image
+from space_clip_ros.inference.timing import torch_threads
 from space_clip_ros.model import BackboneConfig, ModelConfig, SpaceClip, load_model, make_record, save_checkpoint
 from space_clip_ros.model.backbone import save_vision_weights
 
@@ -29,10 +30,8 @@ MAX_ABS_M = 1e-3
 def single_torch_thread():
     """One intra-op thread: these small models gain nothing from two, and on a machine whose cores
     are shared with other test runs two OpenMP threads wait on each other at every operator."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ loads the same checkpoint, so it knows which depth every frame must produce.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from ros_helpers import (
-    TINY_VISION_OVERRIDES,
     NodeProcess,
     RosTestClient,
     camera_info_message,
@@ -31,8 +29,10 @@ from ros_helpers import (
     module_domain_id,
     node_environment,
     pattern_image,
+    publish_until_answered,
     raw_image_message,
     same_stamp,
+    tiny_node_overrides,
     unique_namespace,
 )
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
@@ -79,19 +79,18 @@ class Harness:
         per_attempt_s: float = 5.0,
     ) -> tuple[Any, Any]:
         """Publish a frame (new stamp each attempt) until ``wait_on`` answers it; (stamp, answer)."""
-        collector = self.subs[wait_on]
-        for _ in range(attempts):
-            stamp = self.next_stamp()
+
+        def send(stamp: Any) -> None:
             if before is not None:
                 before()
             self.pubs["image"].publish(make_message(stamp))
-            deadline = time.monotonic() + per_attempt_s
-            while time.monotonic() < deadline:
-                answer = collector.find(lambda m, s=stamp: same_stamp(m.header.stamp, s))
-                if answer is not None:
-                    return stamp, answer
-                time.sleep(0.02)
-        raise AssertionError(f"no {wait_on} answer after {attempts} frames; node log:\n{self.node.log()}")
+
+        stamps = (self.next_stamp() for _ in range(attempts))
+        answered = publish_until_answered(send, self.subs[wait_on], stamps, per_attempt_s)
+        if answered is None:
+            raise AssertionError(f"no {wait_on} answer after {attempts} frames; node log:\n{self.node.log()}")
+        stamp, _, answer = answered
+        return stamp, answer
 
     def rgb_frame(self, rgb: np.ndarray, encoding: str = "rgb8") -> Callable[[Any], Any]:
         return lambda stamp: image_message(rgb, encoding, stamp, FRAME_ID)
@@ -122,11 +121,7 @@ def harness(tmp_path_factory):
         camera_info=info_topic,
         checkpoint=str(checkpoint),
         device="cpu",
-        overrides={
-            "pretrained": str(weights),
-            "vision_overrides": json.dumps(TINY_VISION_OVERRIDES),
-            "max_depth": MAX_DEPTH,
-        },
+        overrides=tiny_node_overrides(weights, max_depth=MAX_DEPTH),
     )
     node = NodeProcess(command, node_environment(domain), directory / "depth_node.log")
     client = RosTestClient(domain)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 from rclpy.qos import ReliabilityPolicy
 from ros_helpers import (
-    TINY_VISION_OVERRIDES,
     NodeProcess,
     RosTestClient,
     camera_info_message,
@@ -25,7 +24,8 @@ from ros_helpers import (
     module_domain_id,
     node_environment,
     pattern_image,
-    same_stamp,
+    publish_until_answered,
+    tiny_node_overrides,
     unique_namespace,
 )
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
@@ -83,9 +83,8 @@ def failed_starts(model_files):
     domain = module_domain_id(__name__)
     processes = {}
     for case, (overrides, _, _) in FAILING_STARTS.items():
-        base = {"pretrained": str(weights), "vision_overrides": json.dumps(TINY_VISION_OVERRIDES)}
         command = depth_node_command(namespace=unique_namespace(), checkpoint=str(checkpoint),
-                                     overrides={**base, **overrides})
+                                     overrides=tiny_node_overrides(weights, **overrides))
         log = directory / f"failed_{len(processes)}.log"
         processes[case] = NodeProcess(command, node_environment(domain), log)
     results = {}
@@ -119,18 +118,17 @@ def variant(model_files):
         image=image_topic,
         camera_info=f"{namespace}/camera/color/camera_info",
         checkpoint=str(checkpoint),
-        overrides={
-            "pretrained": str(weights),
-            "vision_overrides": json.dumps(TINY_VISION_OVERRIDES),
-            "image_transport": "compressed",
-            "depth_encoding": "16UC1",
-            "output_width": OUT_WIDTH,
-            "output_height": OUT_HEIGHT,
-            "focal_rescale": False,
-            "points_rgb": True,
-            "publisher_reliability": "best_effort",
-            "max_depth": MAX_DEPTH,
-        },
+        overrides=tiny_node_overrides(
+            weights,
+            image_transport="compressed",
+            depth_encoding="16UC1",
+            output_width=OUT_WIDTH,
+            output_height=OUT_HEIGHT,
+            focal_rescale=False,
+            points_rgb=True,
+            publisher_reliability="best_effort",
+            max_depth=MAX_DEPTH,
+        ),
     )
     node = NodeProcess(command, node_environment(domain), directory / "variant.log")
     client = RosTestClient(domain, name="variant_client")
@@ -159,18 +157,19 @@ def variant(model_files):
 
 def _send_until_cloud(variant, rgb: np.ndarray, fmt: str, first_second: int):
     info = camera_info_message(WIDTH, HEIGHT, FX, FY, CX, CY, FRAME_ID)
-    for attempt in range(30):
-        stamp = make_stamp(first_second + attempt)
+
+    def send(stamp: Any) -> Any:
         message = compressed_message(rgb, fmt, stamp, FRAME_ID)
         variant["info_pub"].publish(info)
         variant["compressed_pub"].publish(message)
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            cloud = variant["subs"]["points"].find(lambda m, s=stamp: same_stamp(m.header.stamp, s))
-            if cloud is not None:
-                return message, cloud
-            time.sleep(0.02)
-    raise AssertionError(f"no point cloud for {fmt} input:\n{variant['node'].log()}")
+        return message
+
+    stamps = (make_stamp(first_second + attempt) for attempt in range(30))
+    answered = publish_until_answered(send, variant["subs"]["points"], stamps, per_attempt_s=2.0)
+    if answered is None:
+        raise AssertionError(f"no point cloud for {fmt} input:\n{variant['node'].log()}")
+    _, message, cloud = answered
+    return message, cloud
 
 
 def test_publishers_are_best_effort_and_the_input_is_sensor_data_qos(variant):

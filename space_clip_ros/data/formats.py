@@ -19,16 +19,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 import yaml
 from tqdm import tqdm
 
-from space_clip_ros.data.camera import CameraIntrinsics
+from space_clip_ros.data.camera import CameraInfoError, CameraIntrinsics
 from space_clip_ros.data.synthetic import (
     KITTI_INTRINSICS,
     NYU_INTRINSICS,
@@ -218,6 +218,93 @@ def nyu_test_relpaths(scene_type: str, frame: int) -> tuple[str, str]:
 # Folder layout (a team's own camera)
 
 
+class IntrinsicsFileError(ValueError):
+    """An intrinsics file whose contents do not describe a pinhole camera; the text says what to fix."""
+
+
+@dataclass(frozen=True)
+class IntrinsicsFile:
+    """What an intrinsics file says (formats: :func:`read_intrinsics_file`).
+
+    ``values`` is the whole mapping, for keys that only one reader uses (a folder dataset's
+    ``depth_scale``).
+    """
+
+    intrinsics: CameraIntrinsics
+    distortion_model: str = "plumb_bob"
+    distortion: tuple[float, ...] = ()
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+_INTRINSICS_KEYS = ("fx", "fy", "cx", "cy")
+_EXPECTED_INTRINSICS = (
+    "expected fx, fy, cx, cy (and width, height) or the ROS camera_calibration keys "
+    "image_width, image_height, camera_matrix.data"
+)
+
+
+def read_intrinsics_file(path: str | Path, image_size: tuple[int, int] | None = None) -> IntrinsicsFile:
+    """Read a camera intrinsics file, YAML or JSON, in either of two formats.
+
+    * flat keys ``fx, fy, cx, cy`` with optional ``width, height``, ``distortion_model``, ``d``
+      (a folder dataset's ``intrinsics.yaml``, which adds ``depth_scale``);
+    * the ROS ``camera_calibration`` format: ``image_width``, ``image_height``, ``camera_matrix.data``,
+      ``distortion_model``, ``distortion_coefficients.data`` (what camera_info_manager reads).
+
+    ``image_size`` (width, height) stands in for a size the file does not state; the intrinsics are
+    those of the size the file states otherwise. Raises OSError for an unreadable file and
+    :class:`IntrinsicsFileError` for contents that do not describe a camera.
+    """
+    path = Path(path)
+    values = _read_mapping(path)
+    try:
+        intrinsics, distortion_model, distortion = _parse_intrinsics(values, path, image_size)
+    except IntrinsicsFileError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError) as exc:  # a value of the wrong type or shape
+        problem = f"{type(exc).__name__} {exc}"
+        raise IntrinsicsFileError(f"intrinsics file {path}: {problem}; {_EXPECTED_INTRINSICS}") from exc
+    try:
+        intrinsics.validate()
+    except CameraInfoError as exc:
+        raise IntrinsicsFileError(f"intrinsics file {path}: {exc}") from exc
+    return IntrinsicsFile(intrinsics, distortion_model, distortion, values)
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(path.read_text())  # JSON is YAML too
+    except yaml.YAMLError as exc:
+        raise IntrinsicsFileError(f"intrinsics file {path} is not YAML or JSON: {exc}") from exc
+    if not isinstance(values, dict):
+        raise IntrinsicsFileError(f"intrinsics file {path} holds no mapping of keys to values")
+    return values
+
+
+def _parse_intrinsics(
+    values: dict[str, Any], path: Path, image_size: tuple[int, int] | None
+) -> tuple[CameraIntrinsics, str, tuple[float, ...]]:
+    """(intrinsics, distortion model, distortion coefficients) from either file format."""
+    if "camera_matrix" in values:  # ROS camera_calibration format
+        k = [float(v) for v in values["camera_matrix"]["data"]]
+        fx, cx, fy, cy = k[0], k[2], k[4], k[5]
+        width, height = values.get("image_width"), values.get("image_height")
+        distortion = values.get("distortion_coefficients", {}).get("data", [])
+    else:
+        missing = [key for key in _INTRINSICS_KEYS if key not in values]
+        if missing:
+            raise IntrinsicsFileError(f"intrinsics file {path}: missing keys {missing}; {_EXPECTED_INTRINSICS}")
+        fx, fy, cx, cy = (float(values[key]) for key in _INTRINSICS_KEYS)
+        width, height = values.get("width"), values.get("height")
+        distortion = values.get("d", [])
+    if width is None or height is None:
+        if image_size is None:
+            raise IntrinsicsFileError(f"intrinsics file {path} states no width/height and no image gives one")
+        width, height = image_size
+    intrinsics = CameraIntrinsics(fx, fy, cx, cy, int(width), int(height))
+    return intrinsics, str(values.get("distortion_model", "plumb_bob")), tuple(float(v) for v in distortion)
+
+
 @dataclass
 class FolderMeta:
     """Contents of ``intrinsics.yaml`` in a folder dataset (the writer and reader share it).
@@ -225,61 +312,30 @@ class FolderMeta:
     ``depth_scale``: a depth PNG value divided by it gives metres (ignored for ``.npy`` depth).
     """
 
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
+    intrinsics: CameraIntrinsics
     depth_scale: float = NYU_DEPTH_SCALE
-
-    @classmethod
-    def from_intrinsics(cls, intrinsics: CameraIntrinsics, depth_scale: float = NYU_DEPTH_SCALE) -> FolderMeta:
-        return cls(
-            intrinsics.fx,
-            intrinsics.fy,
-            intrinsics.cx,
-            intrinsics.cy,
-            intrinsics.width,
-            intrinsics.height,
-            depth_scale,
-        )
-
-    def intrinsics(self) -> CameraIntrinsics:
-        return CameraIntrinsics(self.fx, self.fy, self.cx, self.cy, self.width, self.height)
 
 
 def write_folder_meta(root: str | Path, meta: FolderMeta) -> Path:
-    """Write ``<root>/intrinsics.yaml``."""
+    """Write ``<root>/intrinsics.yaml``: fx, fy, cx, cy, width, height, depth_scale."""
     path = Path(root) / FOLDER_META_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    values = {
-        key: float(value) if key not in ("width", "height") else int(value)
-        for key, value in asdict(meta).items()
-    }
+    camera = meta.intrinsics
+    values = {key: float(getattr(camera, key)) for key in _INTRINSICS_KEYS}
+    values.update(width=int(camera.width), height=int(camera.height), depth_scale=float(meta.depth_scale))
     path.write_text(yaml.safe_dump(values, sort_keys=False))
     return path
 
 
 def read_folder_meta(root: str | Path) -> FolderMeta:
-    """Read ``<root>/intrinsics.yaml``; raises ValueError naming missing keys."""
+    """Read ``<root>/intrinsics.yaml``; raises :class:`IntrinsicsFileError` saying what is missing or wrong."""
     path = Path(root) / FOLDER_META_FILE
-    values = yaml.safe_load(path.read_text()) or {}
-    required = ("fx", "fy", "cx", "cy", "width", "height")
-    missing = [key for key in required if key not in values]
-    if missing:
-        raise ValueError(
-            f"{path}: missing keys {missing} (needs {', '.join(required)}, optional depth_scale)"
-        )
-    return FolderMeta(
-        fx=float(values["fx"]),
-        fy=float(values["fy"]),
-        cx=float(values["cx"]),
-        cy=float(values["cy"]),
-        width=int(values["width"]),
-        height=int(values["height"]),
-        depth_scale=float(values.get("depth_scale", NYU_DEPTH_SCALE)),
-    )
+    parsed = read_intrinsics_file(path)  # no image size to fall back on: the file must state it
+    try:
+        depth_scale = float(parsed.values.get("depth_scale", NYU_DEPTH_SCALE))
+    except (TypeError, ValueError) as exc:
+        raise IntrinsicsFileError(f"intrinsics file {path}: depth_scale {exc}") from exc
+    return FolderMeta(parsed.intrinsics, depth_scale)
 
 
 def write_folder_frame(
@@ -540,7 +596,7 @@ def write_synthetic_folder(
     seed: int = 0,
 ) -> FolderMeta:
     """Render one synthetic sequence into the folder layout and return its ``intrinsics.yaml`` contents."""
-    meta = FolderMeta.from_intrinsics(intrinsics, depth_scale)
+    meta = FolderMeta(intrinsics, depth_scale)
     write_folder_meta(root, meta)
     scene = make_scene(SceneConfig(kind=kind, seed=seed))
     for index, pose in enumerate(trajectory(scene, n_frames)):

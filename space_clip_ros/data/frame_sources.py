@@ -4,12 +4,9 @@ Each source yields :class:`SourceFrame` objects (RGB uint8 pixels at the output 
 exact depth for synthetic scenes) and describes its camera with one :class:`CameraModel`, the
 intrinsics of the frames it yields. Plain numpy/OpenCV: no rclpy, no messages.
 
-Intrinsics files (``load_camera_file``), YAML or JSON:
-
-* flat keys ``fx, fy, cx, cy`` with optional ``width, height`` (the ``intrinsics.yaml`` of a folder
-  dataset, see ``data.formats.FolderMeta``) and optional ``distortion_model``, ``d``;
-* the ROS ``camera_calibration`` format: ``image_width``, ``image_height``, ``camera_matrix.data``,
-  ``distortion_model``, ``distortion_coefficients.data`` (what camera_info_manager reads).
+Intrinsics files (``load_camera_file``) are read by ``data.formats.read_intrinsics_file``, the
+reader of a folder dataset's ``intrinsics.yaml`` too: flat ``fx, fy, cx, cy`` keys or the ROS
+``camera_calibration`` format, YAML or JSON.
 
 Resizing to a requested output size is a centre-aligned resample (cv2.resize), so the intrinsics
 are scaled with ``align_pixel_centres=True``: the published K is exact for the published pixels.
@@ -25,10 +22,9 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-import yaml
 
 from space_clip_ros.data.camera import CameraIntrinsics
-from space_clip_ros.data.formats import FOLDER_META_FILE, read_rgb
+from space_clip_ros.data.formats import FOLDER_META_FILE, IntrinsicsFileError, read_intrinsics_file, read_rgb
 from space_clip_ros.data.synthetic import (
     KITTI_INTRINSICS,
     NYU_INTRINSICS,
@@ -108,48 +104,21 @@ def _output_size(width: int, height: int, native: tuple[int, int]) -> tuple[int,
 
 # ---- intrinsics files ---------------------------------------------------------------------------
 def load_camera_file(path: str | Path, image_size: tuple[int, int] | None = None) -> CameraModel:
-    """Read an intrinsics file (formats in the module notes).
+    """Read an intrinsics file (formats: :func:`~space_clip_ros.data.formats.read_intrinsics_file`).
 
     ``image_size`` (width, height) fills in a size the file does not state; when the file states
     another size, the intrinsics are rescaled to ``image_size`` (with a warning).
     """
-    path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        parsed = read_intrinsics_file(path, image_size)
+    except OSError as exc:
         raise FrameSourceError(f"cannot read intrinsics file {path}: {exc}") from exc
-    if not isinstance(values, dict):
-        raise FrameSourceError(f"intrinsics file {path} holds no mapping of keys to values")
-    try:
-        if "camera_matrix" in values:  # ROS camera_calibration format
-            k = [float(v) for v in values["camera_matrix"]["data"]]
-            fx, cx, fy, cy = k[0], k[2], k[4], k[5]
-            width, height = values.get("image_width"), values.get("image_height")
-            distortion = values.get("distortion_coefficients", {}).get("data", [])
-        else:
-            fx, fy, cx, cy = (float(values[key]) for key in ("fx", "fy", "cx", "cy"))
-            width, height = values.get("width"), values.get("height")
-            distortion = values.get("d", [])
-        distortion_model = str(values.get("distortion_model", "plumb_bob"))
-        distortion = tuple(float(v) for v in distortion)
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise FrameSourceError(
-            f"intrinsics file {path}: {type(exc).__name__} {exc}; expected fx, fy, cx, cy (and width, height) "
-            "or the ROS camera_calibration keys image_width, image_height, camera_matrix.data"
-        ) from exc
-    if width is None or height is None:
-        if image_size is None:
-            raise FrameSourceError(f"intrinsics file {path} states no width/height and no image gives one")
-        width, height = image_size
-    intrinsics = CameraIntrinsics(fx, fy, cx, cy, int(width), int(height))
-    try:
-        intrinsics.validate()
-    except ValueError as exc:
-        raise FrameSourceError(f"intrinsics file {path}: {exc}") from exc
-    camera = CameraModel(intrinsics, distortion_model, distortion)
-    if image_size is not None and tuple(image_size) != (intrinsics.width, intrinsics.height):
+    except IntrinsicsFileError as exc:
+        raise FrameSourceError(str(exc)) from exc
+    camera = CameraModel(parsed.intrinsics, parsed.distortion_model, parsed.distortion)
+    if image_size is not None and tuple(image_size) != camera.intrinsics.size:
         logger.warning("intrinsics file %s is for %dx%d images but the images are %dx%d: rescaling it",
-                       path, intrinsics.width, intrinsics.height, *image_size)
+                       path, *camera.intrinsics.size, *image_size)
         camera = camera.resized(*image_size)
     return camera
 

@@ -48,17 +48,21 @@ def node_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class ManagedProcess:
-    """One child process whose stdout and stderr go to ``log_path``."""
+    """One child process whose stdout and stderr go to ``log_path`` (run in ``cwd`` when given)."""
 
-    def __init__(self, name: str, command: Sequence[str], log_path: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, name: str, command: Sequence[str], log_path: Path, env: Mapping[str, str], cwd: Path | None = None
+    ) -> None:
         self.name = name
         self.command = list(command)
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         logger.debug("starting %s: %s", name, " ".join(self.command))
+        # A file, not a pipe: nobody has to drain it for the node to keep running.
         self.process = subprocess.Popen(
-            self.command, stdout=self._log_file, stderr=subprocess.STDOUT, env=dict(env), start_new_session=True
+            self.command, stdout=self._log_file, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd,
+            start_new_session=True,
         )
 
     @property

@@ -12,7 +12,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..fileio import atomic_write, atomic_write_text
 from .config import BackboneConfig, DecoderConfig, ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -91,19 +91,6 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename (no half-written checkpoints)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_checkpoint(
     path: str | os.PathLike, decoder_state: dict[str, torch.Tensor], record: CheckpointRecord
 ) -> Path:
@@ -114,9 +101,10 @@ def save_checkpoint(
     record.created = record.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     tensors = {k: v.detach().contiguous().cpu() for k, v in decoder_state.items()}
     metadata = {"format": CHECKPOINT_FORMAT, "version": str(CHECKPOINT_VERSION)}
-    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    # Atomic: the node may load this checkpoint while training writes the next one.
+    atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     text = json.dumps(record.to_dict(), indent=2, sort_keys=True)
-    _atomic_write(record_path, lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write_text(record_path, text + "\n")
     logger.info("saved decoder checkpoint %s", weights_path)
     return weights_path
 

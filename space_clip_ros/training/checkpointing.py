@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..fileio import atomic_write
 from .config import config_differences, is_harmless_on_resume
 
 logger = logging.getLogger(__name__)
@@ -100,18 +100,8 @@ def resume_path(path: str | os.PathLike) -> Path:
 
 
 def save_resume_state(path: str | os.PathLike, state: ResumeState) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": RESUME_FORMAT, "version": RESUME_VERSION, **asdict(state)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_resume_state(path: str | os.PathLike) -> ResumeState:

@@ -118,8 +118,8 @@ def ensure_synthetic_dataset(data: DataConfig, progress: bool = False) -> bool:
 def read_train_entries(data: DataConfig, paths: DataPaths) -> list[SplitEntry]:
     if paths.train_split is not None:
         return parse_split_file(paths.train_split)
-    meta = formats.read_folder_meta(paths.data_path)
-    return [SplitEntry(rgb, depth, meta.fx) for rgb, depth in formats.list_folder_frames(paths.data_path)]
+    focal = formats.read_folder_meta(paths.data_path).intrinsics.fx
+    return [SplitEntry(rgb, depth, focal) for rgb, depth in formats.list_folder_frames(paths.data_path)]
 
 
 def split_train_validation(

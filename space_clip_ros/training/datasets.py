@@ -189,11 +189,12 @@ class DepthDataset(Dataset):
         if config.kind != "folder":
             return parse_split_file(config.split_file)
         self.folder_meta = read_folder_meta(self.data_root)
-        self.expected_size = (self.folder_meta.height, self.folder_meta.width)
+        camera = self.folder_meta.intrinsics
+        self.expected_size = (camera.height, camera.width)
         if config.split_file is not None:
             return parse_split_file(config.split_file)
         return [
-            SplitEntry(rgb, depth, self.folder_meta.fx) for rgb, depth in list_folder_frames(self.data_root)
+            SplitEntry(rgb, depth, camera.fx) for rgb, depth in list_folder_frames(self.data_root)
         ]
 
     def _depth_scale(self) -> float:

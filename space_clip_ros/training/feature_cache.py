@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
+from ..fileio import atomic_write, atomic_write_text
 from ..model import BackboneFeatures, SpaceClip
 from ..model.preprocess import resize_and_normalize
 
@@ -124,7 +124,7 @@ class FeatureCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         identity_file = self.folder / "identity.json"
         if not identity_file.exists():
-            _atomic_write(identity_file, lambda tmp: Path(tmp).write_text(identity_text + "\n"))
+            atomic_write_text(identity_file, identity_text + "\n")
 
     def path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.safetensors"
@@ -184,7 +184,8 @@ class FeatureCache:
             # Another decoder (other layers) cached this image before: keep its layers too.
             with contextlib.suppress(Exception):
                 tensors = {**load_file(str(path)), **tensors}
-        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": CACHE_FORMAT}))
+        # Several processes may fill one cache: a reader must never see a half-written file.
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": CACHE_FORMAT}))
 
     @torch.no_grad()
     def encode(self, model: SpaceClip, images: torch.Tensor) -> list[dict[str, CachedFeatures]]:
@@ -305,14 +306,3 @@ def batch_to_features(batch: Mapping[str, Any], grid: tuple[int, int], device: t
     global_features = batch["global"].to(device, torch.float32, non_blocking=True)
     return BackboneFeatures(hidden=hidden, global_features=global_features, grid=grid)  # type: ignore[arg-type]
 
-
-def _atomic_write(path: Path, write) -> None:
-    # Several processes may fill one cache: a reader must never see a half-written file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from space_clip_ros.fileio import atomic_write_text
 from space_clip_ros.training.metrics import BOUNDARY_PREFIX, METRIC_NAMES
 from space_clip_ros.training.protocol import EvalProtocol
 
@@ -48,21 +47,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    # A reader never sees a half-written report: write beside the target, then rename over it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
 
 
 def _is_scored(entry: Mapping[str, Any]) -> bool:
@@ -127,7 +111,7 @@ def write_report(
         "per_image": list(per_image),
     }
     json_path = out / f"{stem}.json"
-    _atomic_write_text(json_path, json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(json_path, json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n", fsync=True)
 
     lines = [f"# Evaluation: {protocol.name}", ""]
     for key in ("checkpoint", "dataset", "split"):
@@ -136,5 +120,5 @@ def write_report(
     lines += [f"- images scored: {scored}", f"- images skipped (no valid pixel): {skipped}", ""]
     lines += [metrics_table(aggregate), "", "## Protocol", "", description, ""]
     md_path = out / f"{stem}.md"
-    _atomic_write_text(md_path, "\n".join(lines))
+    atomic_write_text(md_path, "\n".join(lines), fsync=True)
     return json_path, md_path
