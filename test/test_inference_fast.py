@@ -194,6 +194,23 @@ def test_predictor_keeps_its_public_surface(realistic_model, onnxruntime_int8_pr
     assert predictor.model.backbone.visual.output_dim == 512
 
 
+def test_exported_backend_lets_go_of_the_torch_model(tiny_model_config, frame):
+    import gc
+    import weakref
+
+    model = SpaceClip(tiny_model_config).eval()
+    predictor = DepthPredictor(model, device="cpu", backend="onnxruntime")
+    expected = predictor.predict(frame)
+    alive = weakref.ref(model)
+    del model
+    predictor.release_model()
+    gc.collect()
+    assert alive() is None, "something still holds the torch weights"
+    assert predictor.model is None and predictor.engine.split_runners() is None
+    assert predictor.config.backbone == tiny_model_config.backbone and "SPACE-CLIP" in predictor.describe()
+    np.testing.assert_array_equal(predictor.predict(frame), expected)
+
+
 def test_backend_choices_are_checked(realistic_model):
     with pytest.raises(ValueError, match="backend must be one of"):
         DepthPredictor(realistic_model, device="cpu", backend="tvm")

@@ -248,6 +248,7 @@ def test_node_runs_an_exported_onnx_model_like_the_checkpoint(tmp_path, tiny_mod
         return predictor.engine.session.get_session_options().get_session_config_entry(
             "session.intra_op.allow_spinning")
 
+    assert ort_predictor.model is None and torch_predictor.model is not None  # the graph holds the weights
     assert spinning(ort_predictor) == "1"
     quiet = build_predictor(DepthNodeSettings.from_values({**ort_settings.__dict__, "cpu_spin_wait": False}))
     assert spinning(quiet) == "0"

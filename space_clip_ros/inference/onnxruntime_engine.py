@@ -173,6 +173,11 @@ class OnnxRuntimeEngine:
         embedding = torch.from_numpy(outputs[1]).to(self.device) if with_embedding else None
         return EngineOutput(depth=depth, embedding=embedding)
 
+    def release_model(self) -> None:
+        """Drop the reference to the exported model (the session has its own weights)."""
+        self._model = None
+        return_freed_memory_to_os()
+
     def split_runners(self) -> tuple[Callable, Callable] | None:
         """(encode, decode) callables on separate encoder and decoder sessions, to time the parts.
 

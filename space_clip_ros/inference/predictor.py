@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..model import BackboneConfig, CheckpointRecord, SpaceClip, load_model
+from ..model import BackboneConfig, CheckpointRecord, ModelConfig, SpaceClip, load_model
 from ..model.preprocess import resize_and_normalize
 from .options import BACKENDS, InferenceOptions, default_options, recommended_backend, unoptimized_options
 from .torch_engine import TorchEngine
@@ -130,8 +130,9 @@ class DepthPredictor:
         self.backend = options.backend
         self.engine = _build_engine(model, self.device, self.dtype, options)
         # The torch backend runs (a re-written copy of) the model on the device; the others run an
-        # exported graph and keep the original model where it is, for its configuration.
-        self.model = self.engine.model if isinstance(self.engine, TorchEngine) else model.eval()
+        # exported graph and keep the original model where it is until release_model().
+        self.model: SpaceClip | None = self.engine.model if isinstance(self.engine, TorchEngine) else model.eval()
+        self.config: ModelConfig = model.config
         self.input_size = tuple(model.input_size)
         self.mean = tuple(model.mean)
         self.std = tuple(model.std)
@@ -150,13 +151,31 @@ class DepthPredictor:
         options: InferenceOptions | None = None,
     ) -> DepthPredictor:
         model, record = load_model(checkpoint, backbone=backbone)
-        return cls(
+        predictor = cls(
             model, device=device, precision=precision, record=record,
             backend=backend, optimize=optimize, options=options,
         )
+        del model
+        predictor.release_model()  # nobody else holds it: an exported graph needs no torch weights
+        return predictor
+
+    def release_model(self) -> None:
+        """Let go of the torch model when an exported graph runs it (ONNX Runtime, TensorRT).
+
+        The graph holds its own copy of the weights, so the torch ones (about 390 MB for ViT-B/16
+        in fp32) are only dead weight on a robot; they are freed once no caller holds the model.
+        Afterwards ``model`` is None and the engine cannot time encoder and decoder apart. Does
+        nothing for the torch backend, whose engine runs the model.
+        """
+        if isinstance(self.engine, TorchEngine):
+            return
+        self.model = None
+        release = getattr(self.engine, "release_model", None)
+        if release is not None:
+            release()
 
     def describe(self) -> str:
-        cfg = self.model.config.backbone
+        cfg = self.config.backbone
         weights = cfg.pretrained or "random weights"
         decoder = "trained decoder" if self.record is not None else "UNTRAINED decoder"
         return (

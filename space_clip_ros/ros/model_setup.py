@@ -66,7 +66,7 @@ def build_predictor(settings: DepthNodeSettings) -> DepthPredictor:
 
 def model_facts(predictor: DepthPredictor, checkpoint: str) -> dict[str, str]:
     """Static facts for the diagnostics: model, device, where backbone and decoder weights came from."""
-    backbone = predictor.model.config.backbone
+    backbone = predictor.config.backbone
     if backbone.pretrained is None:
         backbone_weights = "random (no pretrained tag or weights file)"
     else:
