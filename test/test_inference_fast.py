@@ -224,9 +224,6 @@ def test_backend_choices_are_checked(realistic_model):
         )
     assert default_options("torch", torch.device("cpu")).torch.quantize_encoder_int8
     assert not default_options("torch", torch.device("cuda")).torch.quantize_encoder_int8
-    assert default_options("onnxruntime", torch.device("cpu")).onnxruntime.allow_spinning
-    assert not default_options("onnxruntime", torch.device("cpu"), cpu_spin_wait=False).onnxruntime.allow_spinning
-    assert not default_options("onnxruntime", torch.device("cuda")).onnxruntime.allow_spinning
 
 
 def test_create_predictor_resolves_auto_settings(tiny_backbone_config):

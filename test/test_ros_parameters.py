@@ -31,7 +31,7 @@ RUNTIME = {"points_stride", "min_depth", "max_depth", "points_max_range", "color
            "publish_colored", "publish_embedding", "points_organized", "points_rgb", "process_every_n",
            "depth_encoding", "focal_rescale", "frame_id", "output_width", "output_height"}
 READ_ONLY = {"checkpoint", "backbone", "pretrained", "vision_overrides", "device", "precision", "backend", "optimize",
-             "exported_model", "cpu_spin_wait",
+             "exported_model",
              "image_transport", "qos_depth", "publisher_reliability"}
 
 

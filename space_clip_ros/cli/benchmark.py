@@ -68,7 +68,6 @@ class Settings:
     compile_mode: str
     cuda_graphs: bool
     threads: int | None
-    spin_wait: bool = True
 
 
 # ---- argument parsing ----------------------------------------------------------------------------
@@ -119,10 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cuda-graphs", action="store_true", help="torch backend on CUDA: capture CUDA graphs")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of every backend, the --compare baseline included (default: physical cores)")
-    parser.add_argument("--no-spin-wait", action="store_true",
-                        help="onnxruntime on the CPU: worker threads sleep between operators instead of "
-                             "spin-waiting (the node's cpu_spin_wait: false; better when other busy "
-                             "processes share the cores)")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     return parser
 
@@ -140,7 +135,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         device=str(device), precision=precision, backend=backend, optimize=not args.no_optimize,
         batch_sizes=tuple(args.batch_sizes), repeats=repeats, warmup=warmup, sizes=tuple(args.sizes),
         tiny=args.tiny, compare=args.compare, compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs,
-        threads=args.threads, spin_wait=not args.no_spin_wait,
+        threads=args.threads,
     )
 
 
@@ -167,7 +162,7 @@ def build_model(args: argparse.Namespace, probe_image: np.ndarray) -> tuple[Spac
 def inference_options(settings: Settings, device: torch.device) -> InferenceOptions:
     if not settings.optimize:
         return unoptimized_options(settings.backend)
-    options = default_options(settings.backend, device, cpu_spin_wait=settings.spin_wait)
+    options = default_options(settings.backend, device)
     torch_options = options.torch
     overrides = {"compile_mode": settings.compile_mode, "cuda_graphs": settings.cuda_graphs}
     if settings.threads is not None:

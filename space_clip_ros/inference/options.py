@@ -66,11 +66,10 @@ class OnnxRuntimeOptions:
         quantize_int8: dynamically quantise the weight MatMuls (the encoder's Linear layers) to
             int8 after export (ignored when ``model_path`` is given: quantise the file instead).
         intra_op_threads: threads per operator; ``0`` means the number of physical cores.
-        allow_spinning: worker threads spin-wait for the next operator's work instead of going to
-            sleep. Measured on a 2-core CPU (docs/benchmarks.md): about 15 % faster per frame when
-            the cores are otherwise idle, about 30 % slower when other busy processes share them
-            (the spinning takes their time and theirs takes the spinners'). The recommended CPU
-            path (:func:`default_options`) turns it on unless told the cores are shared.
+        allow_spinning: let idle worker threads spin between runs. Off by default: a robot's
+            cores are shared with other nodes, and spinning threads take their time (measured here
+            with other processes on the cores: 30 % slower with spinning; on idle cores one
+            session gained nothing measurable from spinning, 353-380 ms per frame either way).
         providers: execution providers in order of preference; ``None`` picks CUDA for a CUDA
             device when onnxruntime-gpu is installed, else the CPU provider.
         torch_threads: intra-op threads of torch for its work around the graph (frame to float,
@@ -132,23 +131,19 @@ def recommended_backend(device: torch.device) -> str:
     return "onnxruntime" if device.type == "cpu" else "torch"
 
 
-def default_options(backend: str, device: torch.device, cpu_spin_wait: bool = True) -> InferenceOptions:
+def default_options(backend: str, device: torch.device) -> InferenceOptions:
     """The recommended fast path of ``backend`` on ``device`` (what ``optimize=True`` selects).
 
     CPU: int8 weights for the encoder's matrix products (about half the model's time), batch norm
-    folded, NHWC decoder, one thread per physical core (ONNX Runtime: its pool gets the cores and
-    spin-waits between operators unless ``cpu_spin_wait`` is False, see
-    :class:`OnnxRuntimeOptions`; torch's pre/post-processing one thread). CUDA: half-precision
-    weights, SDPA, NHWC, folded batch norm (the precision itself is the predictor's ``precision``
-    argument).
+    folded, NHWC decoder, one thread per physical core (ONNX Runtime: its pool gets the cores,
+    torch's pre/post-processing one thread). CUDA: half-precision weights, SDPA, NHWC,
+    folded batch norm (the precision itself is the predictor's ``precision`` argument).
     """
     on_cpu = device.type == "cpu"
     return InferenceOptions(
         backend=backend,
         torch=TorchOptions(quantize_encoder_int8=on_cpu, num_threads=0 if on_cpu else None),
-        onnxruntime=OnnxRuntimeOptions(
-            quantize_int8=on_cpu, torch_threads=1 if on_cpu else None, allow_spinning=on_cpu and cpu_spin_wait
-        ),
+        onnxruntime=OnnxRuntimeOptions(quantize_int8=on_cpu, torch_threads=1 if on_cpu else None),
     )
 
 

@@ -32,14 +32,11 @@ def backbone_config(settings: DepthNodeSettings) -> BackboneConfig | None:
 
 
 def inference_options(settings: DepthNodeSettings) -> InferenceOptions:
-    """Backend, fast path, CPU thread waiting and exported-model file from the parameters."""
+    """Backend, fast path and exported-model file from the parameters."""
     if settings.optimize:
-        options = default_options(settings.backend, resolve_device(settings.device), settings.cpu_spin_wait)
+        options = default_options(settings.backend, resolve_device(settings.device))
     else:
         options = unoptimized_options(settings.backend)
-    if resolve_device(settings.device).type == "cpu":
-        spin = dataclasses.replace(options.onnxruntime, allow_spinning=settings.cpu_spin_wait)
-        options = dataclasses.replace(options, onnxruntime=spin)
     exported = settings.exported_model
     if not exported:
         return options

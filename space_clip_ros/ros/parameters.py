@@ -116,14 +116,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "a serialised .engine/.plan). Empty: export the loaded model in memory at start-up.",
         _MODEL, read_only=True,
     ),
-    ParameterSpec(
-        "cpu_spin_wait", True,
-        "onnxruntime backend on the CPU: worker threads spin-wait between operators instead of sleeping. "
-        "About 15 % faster per frame when the node has its cores to itself; set false when other busy "
-        "processes share the cores (spinning then costs about 30 %, docs/benchmarks.md). No effect on "
-        "other backends or on a GPU.",
-        _MODEL, read_only=True,
-    ),
     # ---- input and QoS: fixed for the life of the node ----------------------------------------
     ParameterSpec(
         "image_transport", "raw",
@@ -248,7 +240,6 @@ class DepthNodeSettings:
     backend: str
     optimize: bool
     exported_model: str
-    cpu_spin_wait: bool
     image_transport: str
     qos_depth: int
     publisher_reliability: str
