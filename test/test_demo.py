@@ -60,7 +60,9 @@ def test_side_by_side_has_camera_depth_truth_and_scale():
 def test_nice_depth_range_is_round_and_covers_the_depths():
     depths = [np.array([[0.3, 2.7, np.nan]], dtype=np.float32), np.array([[3.9, 0.0]], dtype=np.float32)]
     low, high = pictures.nice_depth_range(depths, percentile=100.0)
-    assert (low, high) == (0.0, 5.0)
+    assert (low, high) == (0.0, 4.0)
+    assert pictures.nice_depth_range([np.array([[5.2]], dtype=np.float32)], percentile=100.0) == (0.0, 6.0)
+    assert pictures.nice_depth_range([np.array([[41.0]], dtype=np.float32)], percentile=100.0) == (0.0, 50.0)
     assert pictures.nice_depth_range([np.full((2, 2), np.nan, dtype=np.float32)]) == (0.0, 10.0)
 
 

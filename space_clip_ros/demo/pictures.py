@@ -27,13 +27,14 @@ def nice_depth_range(depths: list[np.ndarray], percentile: float = 98.0) -> tupl
     if values.size == 0:
         return 0.0, 10.0
     top = float(np.percentile(values, percentile))
-    return 0.0, _round_up(max(top, 0.1))
+    # Finer steps than the ticks': a 5.2 m room gets a 0-6 m scale, not 0-10 m with half the colours unused.
+    return 0.0, _round_up(max(top, 0.1), steps=(1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0))
 
 
-def _round_up(value: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 x 10^k that is >= value."""
+def _round_up(value: float, steps: tuple[float, ...] = (1.0, 2.0, 2.5, 5.0, 10.0)) -> float:
+    """The smallest of ``steps`` x 10^k that is >= value (``steps`` ascending, from 1 to 10)."""
     exponent = math.floor(math.log10(value))
-    for step in (1.0, 2.0, 2.5, 5.0, 10.0):
+    for step in steps:
         candidate = step * 10.0**exponent
         if candidate >= value - 1e-9:
             return candidate
