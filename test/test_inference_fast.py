@@ -294,6 +294,139 @@ def test_interleaved_timing_statistics():
     assert math.isclose(summary.median_ms, 2.5) and summary.min_ms == 1.0 and summary.max_ms == 4.0
 
 
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_sdpa_attention_masks_mean_what_they_mean_to_multihead_attention(batch_first):
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(64, 4, batch_first=batch_first).eval()
+    sdpa = SdpaSelfAttention.from_multihead_attention(mha)
+    x = torch.randn(2, 10, 64) if batch_first else torch.randn(10, 2, 64)
+    causal = torch.ones(10, 10, dtype=torch.bool).triu(1)  # True: may not attend (MHA's convention)
+    additive = torch.zeros(10, 10).masked_fill(causal, float("-inf"))
+    with torch.no_grad():
+        for mask in (causal, additive):
+            expected = mha(x, x, x, need_weights=False, attn_mask=mask)[0]
+            torch.testing.assert_close(sdpa(x, attn_mask=mask)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_compile_modes_that_capture_graphs_do_not_nest_in_cuda_graphs():
+    from space_clip_ros.inference.torch_engine import compile_mode_for
+
+    assert compile_mode_for(TorchOptions(compile_mode="max-autotune")) == "max-autotune"
+    assert compile_mode_for(TorchOptions(compile_mode="default", cuda_graphs=True)) is None
+    assert compile_mode_for(TorchOptions(compile_mode="max-autotune", cuda_graphs=True)) == "max-autotune-no-cudagraphs"
+    with pytest.raises(ValueError, match="reduce-overhead"):
+        compile_mode_for(TorchOptions(compile_mode="reduce-overhead", cuda_graphs=True))
+
+
+class _FakeCuda:
+    """Just enough of torch.cuda for _GraphedForward on the CPU: a "graph" records the kernels its
+    capture ran (closures over the static buffers) and replay runs them again, as a real one does."""
+
+    def __init__(self, monkeypatch) -> None:
+        import contextlib
+
+        self.capturing = None
+        self.captures = 0
+        self.devices: list[torch.device] = []
+        fake = self
+
+        class Stream:
+            def wait_stream(self, other):
+                pass
+
+        class Graph:
+            def __init__(self):
+                self.kernels = []
+
+            def replay(self):
+                for kernel in self.kernels:
+                    kernel()
+
+        @contextlib.contextmanager
+        def graph(cuda_graph):
+            fake.capturing, fake.captures = cuda_graph, fake.captures + 1
+            yield
+            fake.capturing = None
+
+        @contextlib.contextmanager
+        def device(dev):
+            fake.devices.append(dev)
+            yield
+
+        monkeypatch.setattr(torch.cuda, "Stream", Stream)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda *args: Stream())
+        monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "graph", graph)
+        monkeypatch.setattr(torch.cuda, "device", device)
+
+    def launch(self, kernel):
+        kernel()
+        if self.capturing is not None:
+            self.capturing.kernels.append(kernel)
+
+
+def test_cuda_graph_outputs_are_copied_out_before_the_next_replay(monkeypatch):
+    from space_clip_ros.inference.torch_engine import TorchEngine, _GraphedForward
+
+    cuda = _FakeCuda(monkeypatch)
+
+    def forward(pixels, output_size, with_embedding):
+        depth = torch.empty(pixels.shape[0], 1, *output_size)
+        embedding = torch.empty(pixels.shape[0], 3) if with_embedding else None
+        cuda.launch(lambda: depth.copy_(pixels.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1).expand_as(depth)))
+        if embedding is not None:
+            cuda.launch(lambda: embedding.copy_(pixels.mean(dim=(2, 3))))
+        return depth, embedding
+
+    engine = TorchEngine.__new__(TorchEngine)  # only the output handling of run() is under test
+    engine._forward, engine._outputs_reused = _GraphedForward(forward), True
+    ones, twos = torch.ones(2, 3, 8, 8), torch.full((2, 3, 8, 8), 2.0)
+    first = engine.run(ones, (4, 5), with_embedding=True)
+    second = engine.run(twos, (4, 5), with_embedding=True)  # replays the graph captured for `first`
+    assert cuda.captures == 1 and cuda.devices == [ones.device, twos.device]  # capture and replay on its device
+    assert (first.depth == 1.0).all() and (first.embedding == 1.0).all(), "the replay overwrote a held result"
+    assert (second.depth == 2.0).all() and (second.embedding == 2.0).all()
+    assert first.depth.dtype == torch.float32 and first.depth.shape == (2, 1, 4, 5)
+    third = engine.run(twos[:1], (6, 7), with_embedding=False)  # other batch and size: another graph
+    assert cuda.captures == 2 and third.depth.shape == (1, 1, 6, 7) and third.embedding is None
+    assert (third.depth == 2.0).all() and (first.depth == 1.0).all()
+
+
+def test_tensorrt_batch_beyond_the_profile_is_refused_clearly():
+    from types import SimpleNamespace
+
+    from space_clip_ros.inference.export import PIXELS_INPUT
+    from space_clip_ros.inference.tensorrt_engine import TensorRTEngine
+
+    engine = TensorRTEngine.__new__(TensorRTEngine)  # a fake TensorRT engine: no GPU, no tensorrt here
+    engine.trt = SimpleNamespace(float32="f32", float16="f16", int32="i32", uint8="u8")
+    engine.device, engine.input_name, engine.output_names = torch.device("cpu"), PIXELS_INPUT, ["depth"]
+    engine.input_shape = (-1, 3, 224, 224)
+    engine.engine = SimpleNamespace(
+        get_tensor_dtype=lambda name: "f32",
+        num_optimization_profiles=1,
+        get_tensor_profile_shape=lambda name, index: [(1, 3, 224, 224), (1, 3, 224, 224), (16, 3, 224, 224)],
+    )
+    engine.context = SimpleNamespace(set_input_shape=lambda name, shape: shape[0] <= 16)
+    with pytest.raises(ValueError, match=r"allows \(1, 3, 224, 224\) to \(16, 3, 224, 224\)"):
+        engine.run(torch.zeros(17, 3, 224, 224), (48, 64), with_embedding=False)
+
+
+def test_device_point_cloud_takes_half_precision_and_strided_depth():
+    rng = np.random.default_rng(1)
+    depth = torch.from_numpy(rng.uniform(0.5, 8.0, (30, 80)).astype(np.float32))
+    strided = depth[:, ::2]  # (30, 40), not contiguous
+    assert not strided.is_contiguous()
+    builder = DevicePointCloudBuilder()
+    expected = builder.points(strided.contiguous(), camera(30, 40))
+    torch.testing.assert_close(builder.points(strided, camera(30, 40)), expected, equal_nan=True)
+    half = strided.half()
+    got = builder.points(half, camera(30, 40))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, builder.points(half.float(), camera(30, 40)), equal_nan=True)
+
+
 # ---- GPU-only paths ----------------------------------------------------------------------------------
 
 
@@ -330,3 +463,54 @@ def test_pinned_upload_and_device_cloud_on_cuda(realistic_model):
     cloud = DevicePointCloudBuilder().points(depth, camera(20, 30))
     cpu_cloud = DevicePointCloudBuilder().points(depth.cpu(), camera(20, 30))
     torch.testing.assert_close(cloud.cpu(), cpu_cloud, equal_nan=True)
+
+
+@needs_cuda
+def test_cuda_graph_results_survive_the_next_call_and_follow_batch_and_size(realistic_model, frame):
+    options = InferenceOptions(torch=TorchOptions(cuda_graphs=True, half_weights=False))
+    graphed = DepthPredictor(realistic_model, device="cuda", options=options)
+    plain = DepthPredictor(realistic_model, device="cuda", options=InferenceOptions())
+    flipped = frame[::-1].copy()
+    first = graphed.infer(frame[None], output_size=(48, 64), with_embedding=True)
+    second = graphed.infer(flipped[None], output_size=(48, 64), with_embedding=True)  # same graph
+    expected_first = plain.infer(frame[None], output_size=(48, 64), with_embedding=True)
+    torch.testing.assert_close(first.depth, expected_first.depth, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(first.embedding, expected_first.embedding, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(second.depth, plain.infer(flipped[None], output_size=(48, 64)).depth, rtol=1e-4,
+                               atol=1e-3)
+    batch = graphed.infer(np.stack([frame, flipped]), output_size=(30, 40))
+    assert batch.depth.shape == (2, 30, 40) and batch.depth.dtype == torch.float32 and batch.depth.is_cuda
+    torch.testing.assert_close(batch.depth, plain.infer(np.stack([frame, flipped]), output_size=(30, 40)).depth,
+                               rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_cuda_graphs_on_a_second_gpu_from_a_worker_thread(realistic_model, frame):
+    import threading
+
+    options = InferenceOptions(torch=TorchOptions(cuda_graphs=True, half_weights=False))
+    graphed = DepthPredictor(realistic_model, device="cuda:1", options=options)
+    plain = DepthPredictor(realistic_model, device="cuda:1", options=InferenceOptions())
+    results = {}
+
+    def work():  # a new thread's current device is cuda:0, as in the node's inference worker
+        results["first"] = graphed.predict(frame)
+        results["second"] = graphed.predict(frame[::-1].copy())
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    np.testing.assert_allclose(results["first"], plain.predict(frame), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(results["second"], plain.predict(frame[::-1].copy()), rtol=1e-4, atol=1e-3)
+
+
+@needs_cuda
+def test_reduce_overhead_compile_results_survive_the_next_call(realistic_model, frame):
+    options = InferenceOptions(torch=TorchOptions(compile_mode="reduce-overhead", half_weights=False))
+    compiled = DepthPredictor(realistic_model, device="cuda", options=options)
+    plain = DepthPredictor(realistic_model, device="cuda", options=InferenceOptions())
+    flipped = frame[::-1].copy()
+    held = [compiled.infer(image[None]).depth for image in (frame, flipped, frame, flipped)]  # warm-up, record, replay
+    torch.testing.assert_close(held[0], plain.infer(frame[None]).depth, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(held[1], plain.infer(flipped[None]).depth, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(held[2], held[0])

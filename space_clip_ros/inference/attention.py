@@ -80,7 +80,13 @@ class SdpaSelfAttention(nn.Module):
         head_dim = width // self.num_heads
         # (B, N, 3, heads, head_dim) -> three (B, heads, N, head_dim) views, no copy before SDPA.
         qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
-        if attn_mask is not None:
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            # nn.MultiheadAttention: True = may NOT attend; SDPA's boolean mask means the opposite.
+            # An additive float mask means the same to both.
+            attn_mask = torch.zeros(attn_mask.shape, dtype=qkv.dtype, device=attn_mask.device).masked_fill_(
+                attn_mask, float("-inf")
+            )
+        elif attn_mask is not None:
             attn_mask = attn_mask.to(qkv.dtype)
         attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
         out = self.out_proj(attended.transpose(1, 2).reshape(batch, tokens, width))

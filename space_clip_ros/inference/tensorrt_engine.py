@@ -108,7 +108,8 @@ class TensorRTEngine:
             else:
                 raise ValueError("the tensorrt backend needs an engine_path, an onnx_path or a model")
             logger.info("building a TensorRT engine (fp16=%s); this takes a while", options.fp16)
-            serialized = build_serialized_engine(onnx_bytes, options, self._logger)
+            with torch.cuda.device(device):  # tactics are timed on the device the engine runs on
+                serialized = build_serialized_engine(onnx_bytes, options, self._logger)
         with torch.cuda.device(device):
             self.engine = runtime.deserialize_cuda_engine(serialized)
             if self.engine is None:
@@ -143,22 +144,37 @@ class TensorRTEngine:
             raise ValueError("this engine was built from a graph without the embedding output")
         input_type = _torch_dtype(self.trt, self.engine.get_tensor_dtype(self.input_name))
         inputs = inputs.to(device=self.device, dtype=input_type).contiguous()
-        self.context.set_input_shape(self.input_name, tuple(inputs.shape))
-        self.context.set_tensor_address(self.input_name, inputs.data_ptr())
-        outputs: dict[str, torch.Tensor] = {}
-        for name in self.output_names:
-            shape = tuple(self.context.get_tensor_shape(name))
-            dtype = _torch_dtype(self.trt, self.engine.get_tensor_dtype(name))
-            outputs[name] = torch.empty(shape, dtype=dtype, device=self.device)
-            self.context.set_tensor_address(name, outputs[name].data_ptr())
-        stream = torch.cuda.current_stream(self.device)
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError("TensorRT execution failed (see the TensorRT log)")
-        depth = outputs[DEPTH_OUTPUT].float()
-        if tuple(depth.shape[-2:]) != tuple(output_size):
-            depth = F.interpolate(depth, size=tuple(output_size), mode="bilinear", align_corners=False)
-        embedding = outputs[EMBEDDING_OUTPUT].float() if with_embedding else None
+        if not self.context.set_input_shape(self.input_name, tuple(inputs.shape)):
+            # Otherwise the output shapes stay unresolved (-1) and the allocation below fails obscurely.
+            raise ValueError(self._unsupported_shape_message(tuple(inputs.shape)))
+        # The execution context belongs to the device it was made on; the current device may be
+        # another one (cuda:N, or a worker thread, whose current device is always cuda:0).
+        with torch.cuda.device(self.device):
+            self.context.set_tensor_address(self.input_name, inputs.data_ptr())
+            outputs: dict[str, torch.Tensor] = {}
+            for name in self.output_names:
+                shape = tuple(self.context.get_tensor_shape(name))
+                dtype = _torch_dtype(self.trt, self.engine.get_tensor_dtype(name))
+                outputs[name] = torch.empty(shape, dtype=dtype, device=self.device)
+                self.context.set_tensor_address(name, outputs[name].data_ptr())
+            stream = torch.cuda.current_stream(self.device)
+            if not self.context.execute_async_v3(stream.cuda_stream):
+                raise RuntimeError("TensorRT execution failed (see the TensorRT log)")
+            depth = outputs[DEPTH_OUTPUT].float()
+            if tuple(depth.shape[-2:]) != tuple(output_size):
+                depth = F.interpolate(depth, size=tuple(output_size), mode="bilinear", align_corners=False)
+            embedding = outputs[EMBEDDING_OUTPUT].float() if with_embedding else None
         return EngineOutput(depth=depth, embedding=embedding)
+
+    def _unsupported_shape_message(self, shape: tuple[int, ...]) -> str:
+        message = f"the TensorRT engine does not take an input of shape {shape} (its input is {self.input_shape})"
+        if -1 in self.input_shape and self.engine.num_optimization_profiles > 0:
+            low, _, high = (tuple(dims) for dims in self.engine.get_tensor_profile_shape(self.input_name, 0))
+            message += (
+                f"; its optimisation profile allows {low} to {high}: run smaller batches, or build the engine "
+                "for larger ones (TensorRTOptions.max_batch, trtexec --maxShapes)"
+            )
+        return message
 
     def describe(self) -> str:
         return f"tensorrt ({self.origin}, fp16={self.options.fp16})"

@@ -82,34 +82,67 @@ def prepare_torch_model(
     return prepared, applied
 
 
+# torch.compile modes that wrap the compiled graph in CUDA graphs of their own (cudagraph trees):
+# their outputs live in a pool that the next call overwrites, and they cannot run inside a capture.
+_CUDAGRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+
+
+def compile_mode_for(options: TorchOptions) -> str | None:
+    """The ``mode`` argument of ``torch.compile`` for ``options`` (None: torch's default mode).
+
+    With ``cuda_graphs`` the engine captures the compiled model in its own CUDA graph, so a mode
+    whose compiled code captures graphs itself would nest one capture in another: ``max-autotune``
+    is turned into ``max-autotune-no-cudagraphs``, and ``reduce-overhead`` (which is nothing but
+    torch.compile's CUDA graphs) is refused.
+    """
+    mode = options.compile_mode
+    if options.cuda_graphs and mode == "reduce-overhead":
+        raise ValueError(
+            "compile_mode 'reduce-overhead' is torch.compile's own CUDA graphs; it cannot be combined "
+            "with cuda_graphs (use one or the other, or compile_mode 'default' with cuda_graphs)"
+        )
+    if options.cuda_graphs and mode == "max-autotune":
+        return "max-autotune-no-cudagraphs"
+    return None if mode in ("none", "default") else mode
+
+
 class _GraphedForward:
-    """One CUDA graph per (input shape, output size, embedding flag): static buffers, replay, clone out."""
+    """One CUDA graph per (input shape, output size, embedding flag): static buffers and replay.
+
+    Returns the graph's static output tensors, which the next replay of that graph overwrites: the
+    caller must copy them before handing them out (``TorchEngine.run`` does).
+    """
 
     def __init__(self, forward) -> None:
         self._forward = forward
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
 
     def __call__(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool):
-        key = (tuple(pixels.shape), pixels.dtype, tuple(output_size), with_embedding)
-        if key not in self._graphs:
-            static_input = pixels.clone()
-            # Warm-up on a side stream, as capture requires (lazy initialisation, cuBLAS handles).
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self._forward(static_input, output_size, with_embedding)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_outputs = self._forward(static_input, output_size, with_embedding)
-            self._graphs[key] = (graph, static_input, static_outputs)
-            logger.info("captured a CUDA graph for input %s, output %s", tuple(pixels.shape), output_size)
-        graph, static_input, static_outputs = self._graphs[key]
-        static_input.copy_(pixels)
-        graph.replay()
-        # Clone: the next replay overwrites the static outputs while the caller may still hold these.
-        return tuple(None if t is None else t.clone() for t in static_outputs)
+        # Streams, capture and replay act on the *current* device, which need not be the model's
+        # (cuda:N, or a worker thread, whose current device is always cuda:0).
+        with torch.cuda.device(pixels.device):
+            key = (tuple(pixels.shape), pixels.dtype, tuple(output_size), with_embedding)
+            if key not in self._graphs:
+                self._graphs[key] = self._capture(pixels, output_size, with_embedding)
+                logger.info("captured a CUDA graph for input %s, output %s", tuple(pixels.shape), output_size)
+            graph, static_input, static_outputs = self._graphs[key]
+            static_input.copy_(pixels)
+            graph.replay()
+            return static_outputs
+
+    def _capture(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool):
+        static_input = pixels.clone()
+        # Warm-up on a side stream, as capture requires (lazy initialisation, cuBLAS handles).
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._forward(static_input, output_size, with_embedding)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_outputs = self._forward(static_input, output_size, with_embedding)
+        return graph, static_input, static_outputs
 
 
 class TorchEngine:
@@ -118,20 +151,25 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, model: SpaceClip, device: torch.device, dtype: torch.dtype, options: TorchOptions) -> None:
+        if options.cuda_graphs and device.type != "cuda":
+            raise ValueError("cuda_graphs needs a CUDA device")
+        compile_mode = compile_mode_for(options)  # checked before the (slow) model preparation
         self.device = device
         self.dtype = dtype
         self.options = options
         self.model, self.applied = prepare_torch_model(model, device, dtype, options)
         self.half_weights = next(self.model.decoder.parameters()).dtype != torch.float32
         self._forward = self._plain_forward
+        # Whether the forward returns buffers that its next call overwrites (CUDA graphs' static
+        # outputs): run() then copies them, so that a caller may keep the results of earlier calls.
+        self._outputs_reused = options.cuda_graphs or (
+            device.type == "cuda" and options.compile_mode in _CUDAGRAPH_COMPILE_MODES
+        )
         if options.compile_mode != "none":
-            compile_mode = None if options.compile_mode == "default" else options.compile_mode
             self._compiled_model = torch.compile(self.model, mode=compile_mode)
             self._forward = self._compiled_forward
-            self.applied.append(f"torch.compile({options.compile_mode})")
+            self.applied.append(f"torch.compile({compile_mode or 'default'})")
         if options.cuda_graphs:
-            if device.type != "cuda":
-                raise ValueError("cuda_graphs needs a CUDA device")
             self._forward = _GraphedForward(self._forward)
             self.applied.append("cuda-graphs")
 
@@ -154,10 +192,16 @@ class TorchEngine:
     def _compiled_forward(self, pixels, output_size, with_embedding):
         return self._run_model(self._compiled_model, pixels, output_size, with_embedding)
 
+    @torch.inference_mode()
     def run(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool) -> EngineOutput:
+        # inference_mode here too (not only in the predictor): a CUDA graph captured in inference
+        # mode has inference-tensor static inputs, which cannot be written outside it.
         depth, embedding = self._forward(pixels, tuple(output_size), with_embedding)
+        # One copy (and cast) out of graph-owned buffers; none for the plain forward's fresh tensors.
+        copy = self._outputs_reused
         return EngineOutput(
-            depth=depth.float(), embedding=None if embedding is None else embedding.float()
+            depth=depth.to(torch.float32, copy=copy),
+            embedding=None if embedding is None else embedding.to(torch.float32, copy=copy),
         )
 
     def split_runners(self):
