@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from space_clip_ros.data.frame_sources import camera_from_fov
 from space_clip_ros.inference.attention import SdpaSelfAttention, replace_multihead_attention
 from space_clip_ros.inference.device_pointcloud import DevicePointCloudBuilder
 from space_clip_ros.inference.fusion import fold_batch_norms, remaining_batch_norms
@@ -52,8 +53,7 @@ def single_torch_thread():
 
 
 def camera(height: int, width: int) -> CameraIntrinsics:
-    return CameraIntrinsics(fx=0.8 * width, fy=0.8 * width, cx=width / 2 - 0.5, cy=height / 2 - 0.5, width=width,
-                            height=height)
+    return camera_from_fov(width, height, 64.0).intrinsics
 
 
 def agreement(depth: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
@@ -107,6 +107,13 @@ def test_sdpa_attention_matches_multihead_attention(batch_first):
         got, weights = sdpa(x, x, x, need_weights=False)
     assert weights is None
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # Masks mean to SDPA what they mean to nn.MultiheadAttention (boolean True: may not attend).
+    causal = torch.ones(10, 10, dtype=torch.bool).triu(1)
+    additive = torch.zeros(10, 10).masked_fill(causal, float("-inf"))
+    with torch.no_grad():
+        for mask in (causal, additive):
+            expected = mha(x, x, x, need_weights=False, attn_mask=mask)[0]
+            torch.testing.assert_close(sdpa(x, attn_mask=mask)[0], expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="self-attention"):
         sdpa(x, torch.randn_like(x), x)
 
@@ -292,20 +299,6 @@ def test_interleaved_timing_statistics():
     assert stats["a"].repeats == 3 and stats["a"].median_ms >= 0
     summary = TimingStats.from_seconds([0.001, 0.002, 0.003, 0.004])
     assert math.isclose(summary.median_ms, 2.5) and summary.min_ms == 1.0 and summary.max_ms == 4.0
-
-
-@pytest.mark.parametrize("batch_first", [True, False])
-def test_sdpa_attention_masks_mean_what_they_mean_to_multihead_attention(batch_first):
-    torch.manual_seed(0)
-    mha = nn.MultiheadAttention(64, 4, batch_first=batch_first).eval()
-    sdpa = SdpaSelfAttention.from_multihead_attention(mha)
-    x = torch.randn(2, 10, 64) if batch_first else torch.randn(10, 2, 64)
-    causal = torch.ones(10, 10, dtype=torch.bool).triu(1)  # True: may not attend (MHA's convention)
-    additive = torch.zeros(10, 10).masked_fill(causal, float("-inf"))
-    with torch.no_grad():
-        for mask in (causal, additive):
-            expected = mha(x, x, x, need_weights=False, attn_mask=mask)[0]
-            torch.testing.assert_close(sdpa(x, attn_mask=mask)[0], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_compile_modes_that_capture_graphs_do_not_nest_in_cuda_graphs():

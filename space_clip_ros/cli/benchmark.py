@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.camera import CameraIntrinsics
+from ..data.frame_sources import camera_from_fov
 from ..inference.machine import MemoryProbe, machine_info, software_versions
 from ..inference.options import (
     BACKENDS,
@@ -48,6 +48,7 @@ from .common import add_model_arguments, backbone_from_args, decoder_from_args, 
 logger = logging.getLogger("space-clip-benchmark")
 
 MODEL_OUTPUT_SIZE = (480, 640)  # depth size of the model section (H, W), the issue's reference
+BENCHMARK_CAMERA_FOV_DEG = 65.0  # horizontal field of view of the frame section's camera: a typical RGB-D one
 # The test suite's tiny backbone: a real open_clip ViT with 12 blocks, width 64.
 TINY_BACKBONE = BackboneConfig(name="ViT-B-16", pretrained=None, vision_overrides={"width": 64, "head_width": 32})
 TINY_DECODER = DecoderConfig(channels=(32, 16, 16, 8), film_hidden=32)
@@ -243,12 +244,6 @@ def bench_pre_and_post(predictor: DepthPredictor, settings: Settings, image: np.
     return {name: value.to_dict() for name, value in stats.items()}
 
 
-def benchmark_camera(height: int, width: int) -> CameraIntrinsics:
-    """A plausible pinhole camera for the frame section (horizontal field of view about 65 degrees)."""
-    focal = 0.78 * width
-    return CameraIntrinsics(fx=focal, fy=focal, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0, width=width, height=height)
-
-
 def bench_frames(predictor: DepthPredictor, settings: Settings) -> list[dict]:
     """The node's per-frame path at each camera size, stage by stage, ending in serialised bytes.
 
@@ -272,7 +267,8 @@ def bench_frames(predictor: DepthPredictor, settings: Settings) -> list[dict]:
     for height, width in settings.sizes:
         header = Header(frame_id="camera")
         image_msg = rgb_to_image_msg(synthetic_camera_image(height, width, seed=1), header)
-        calibration = CameraCalibration.from_msg(camera_info_from_intrinsics(benchmark_camera(height, width), header))
+        camera = camera_from_fov(width, height, BENCHMARK_CAMERA_FOV_DEG).intrinsics
+        calibration = CameraCalibration.from_msg(camera_info_from_intrinsics(camera, header))
         samples: list[dict[str, float]] = []
         for index in range(settings.warmup + settings.repeats):
             clock = StageClock(synchronize=synchronize)

@@ -179,7 +179,6 @@ class FeatureCache:
                 tensors[f"{orientation}.layer_{layer}"] = entry.layers[layer].to(self.dtype).contiguous()
             tensors[f"{orientation}.global"] = entry.global_features.to(self.dtype).contiguous()
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file():
             # Another decoder (other layers) cached this image before: keep its layers too.
             with contextlib.suppress(Exception):
