@@ -50,10 +50,6 @@ DEFAULT_TIMEOUT_S = 60.0
 
 
 # ---- processes --------------------------------------------------------------------------------
-# A console script of this environment, found as the demo finds the nodes it starts.
-find_executable = find_console_script
-
-
 def module_domain_id(module_name: str) -> int:
     """A ROS domain id for one test module, derived from the session's and the module's name."""
     base = int(os.environ.get("ROS_DOMAIN_ID", "0"))
@@ -107,7 +103,7 @@ def depth_node_command(
     ``overrides`` are extra ``-p`` parameters (e.g. ``vision_overrides`` for the tiny backbone).
     """
     launch = load_launch_module()
-    command = [find_executable(executable), "--ros-args", "-r", f"__node:={launch.NODE_NAME}"]
+    command = [find_console_script(executable), "--ros-args", "-r", f"__node:={launch.NODE_NAME}"]
     if namespace:
         command += ["-r", f"__ns:={namespace}"]
     for source, target in launch.node_remappings(image, camera_info):

@@ -19,7 +19,6 @@ from ros_helpers import (
     MessageCollector,
     NodeProcess,
     RosTestClient,
-    find_executable,
     module_domain_id,
     node_environment,
     ros_argument_value,
@@ -29,6 +28,7 @@ from ros_helpers import (
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from space_clip_ros.data.frame_sources import SyntheticSource
+from space_clip_ros.demo.processes import find_console_script
 from space_clip_ros.msgs import compressed_msg_to_rgb, image_msg_to_depth, image_msg_to_rgb
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
@@ -55,7 +55,7 @@ def rendered_frames() -> list[np.ndarray]:
 
 
 def start_simulator(tmp_path: Path, namespace: str, parameters: dict[str, Any], name: str = "sim") -> NodeProcess:
-    command = [find_executable("camera_simulator"), "--ros-args", "-r", f"__ns:={namespace}"]
+    command = [find_console_script("camera_simulator"), "--ros-args", "-r", f"__ns:={namespace}"]
     for key, value in parameters.items():
         command += ["-p", f"{key}:={ros_argument_value(value)}"]
     return NodeProcess(command, node_environment(module_domain_id(__name__)), tmp_path / f"{name}.log")
