@@ -159,6 +159,26 @@ class NodeProcess(ManagedProcess):
         return super().stop(sigint_timeout, sigterm_timeout)
 
 
+# ---- waiting ---------------------------------------------------------------------------------------
+def wait_until(condition: Callable[[], Any], timeout: float, what: str,
+               details: Callable[[], str] = lambda: "", interval: float = 0.05) -> Any:
+    """Poll ``condition()`` until it returns something truthy (returned) or ``timeout`` s pass.
+
+    DDS discovery, delivery and process start-up take a varying time, so a test never looks once:
+    it polls, and when it gives up it says what it was waiting for (``what``) and what it saw last
+    (``details()``, e.g. the node's log or the graph it found).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            seen = details()
+            raise AssertionError(f"waited {timeout} s for {what}" + (f"; last seen: {seen}" if seen else ""))
+        time.sleep(interval)
+
+
 # ---- an rclpy client in the test process ----------------------------------------------------------
 class MessageCollector:
     """Keeps every message a subscription receives (thread-safe reads)."""
@@ -265,18 +285,29 @@ class RosTestClient:
 
     @staticmethod
     def wait_for_subscribers(publisher, count: int = 1, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while publisher.get_subscription_count() < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no subscriber on {publisher.topic_name} within {timeout} s")
-            time.sleep(0.05)
+        wait_until(lambda: publisher.get_subscription_count() >= count, timeout,
+                   f"{count} subscriber(s) on {publisher.topic_name}",
+                   lambda: f"{publisher.get_subscription_count()} subscriber(s)")
 
     def wait_for_publishers(self, topic: str, count: int = 1, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while self.node.count_publishers(topic) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no publisher on {topic} within {timeout} s")
-            time.sleep(0.05)
+        wait_until(lambda: self.node.count_publishers(topic) >= count, timeout, f"{count} publisher(s) on {topic}",
+                   lambda: f"{self.node.count_publishers(topic)} publisher(s)")
+
+    def wait_for_endpoints(self, topic: str, kind: str, predicate: Callable[[Any], bool],
+                           timeout: float = DEFAULT_TIMEOUT_S) -> list[Any]:
+        """The graph's ``kind`` ("publishers" or "subscriptions") endpoints on ``topic`` once at least one
+        satisfies ``predicate``: discovery fills the graph over time, so it is polled, not read once."""
+        lookup = (self.node.get_publishers_info_by_topic if kind == "publishers"
+                  else self.node.get_subscriptions_info_by_topic)
+
+        def matching() -> list[Any]:
+            return [info for info in lookup(topic) if predicate(info)]
+
+        def seen() -> str:
+            return "; ".join(f"{info.node_name}: {info.qos_profile.reliability.name}" for info in lookup(topic)) \
+                or "no endpoints"
+
+        return wait_until(matching, timeout, f"matching {kind} on {topic}", seen)
 
     def _call(self, service_type: type, service_name: str, request: Any, timeout: float) -> Any:
         client = self.node.create_client(service_type, service_name)

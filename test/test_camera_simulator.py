@@ -7,7 +7,6 @@ the configured rate.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ import cv2
 import numpy as np
 import pytest
 from ros_helpers import (
-    MessageCollector,
     NodeProcess,
     RosTestClient,
     module_domain_id,
@@ -24,6 +22,7 @@ from ros_helpers import (
     ros_argument_value,
     same_stamp,
     unique_namespace,
+    wait_until,
 )
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -62,17 +61,25 @@ def start_simulator(tmp_path: Path, namespace: str, parameters: dict[str, Any], 
 
 
 def collect(client: RosTestClient, node: NodeProcess, topics: Sequence[tuple[str, type]], count: int,
-            timeout: float = 30.0) -> list[MessageCollector]:
-    """Subscribe, then wait until the first topic has ``count`` messages (node log on failure)."""
+            timeout: float = 30.0) -> list[list[Any]]:
+    """Subscribe, wait until the first topic has ``count`` messages, then until every other topic has
+    a message with each of those stamps (they travel separately). Lists of messages, the first
+    topic's ``count`` and every companion received; the node's log on failure."""
     collectors = [client.collect(topic, kind, reliable=True) for topic, kind in topics]
-    deadline = time.monotonic() + timeout
-    while len(collectors[0].messages) < count:
-        if time.monotonic() > deadline or not node.running:
-            raise AssertionError(f"{len(collectors[0].messages)}/{count} messages on {topics[0][0]}; log:\n"
-                                 f"{node.log()}")
-        time.sleep(0.05)
-    time.sleep(0.3)  # the camera_info of the last image
-    return collectors
+
+    def enough() -> list[Any] | None:
+        if not node.running:
+            raise AssertionError(f"the node exited; log:\n{node.log()}")
+        messages = collectors[0].messages
+        return messages[:count] if len(messages) >= count else None
+
+    leading = wait_until(enough, timeout, f"{count} messages on {topics[0][0]}",
+                         lambda: f"{len(collectors[0].messages)} messages; log:\n{node.log()}")
+    for (topic, _), companions in zip(topics[1:], collectors[1:]):
+        for message in leading:
+            companions.wait_for(lambda m, s=message.header.stamp: same_stamp(m.header.stamp, s), timeout,
+                                what=f"{topic} message stamped like its {topics[0][0]} message")
+    return [leading] + [companions.messages for companions in collectors[1:]]
 
 
 def stamp_seconds(message: Any) -> float:
@@ -89,7 +96,6 @@ def test_synthetic_stream_is_well_formed(tmp_path, client, rendered_frames):
                                                (f"{namespace}/camera_info", CameraInfo)], count=20)
     finally:
         assert node.stop() == 0, node.log()
-    images, infos = images.messages, infos.messages
 
     expected_k = SyntheticSource("indoor", width=WIDTH, height=HEIGHT).camera.intrinsics.matrix()
     for image in images:
@@ -133,7 +139,7 @@ def test_bgr8_and_compressed_streams(tmp_path, client, rendered_frames, transpor
         images, truth = collect(client, node, [(topic, kind), (f"{namespace}/ground_truth/depth", Image)], count=5)
     finally:
         assert node.stop() == 0, node.log()
-    for message in images.messages:
+    for message in images:
         assert message.header.frame_id == "front_camera_optical_frame"
         if transport == "compressed":
             assert "jpeg" in message.format
@@ -144,7 +150,7 @@ def test_bgr8_and_compressed_streams(tmp_path, client, rendered_frames, transpor
             assert (message.encoding, message.step) == ("bgr8", WIDTH * 3)
             rgb = image_msg_to_rgb(message)
             assert any(np.array_equal(rgb, frame) for frame in rendered_frames)
-        depth = next(m for m in truth.messages if same_stamp(m.header.stamp, message.header.stamp))
+        depth = next(m for m in truth if same_stamp(m.header.stamp, message.header.stamp))
         assert depth.encoding == "32FC1"
         assert np.all(image_msg_to_depth(depth) > 0.0)  # exact depth of the room, every pixel
 
@@ -164,7 +170,7 @@ def test_folder_source_publishes_file_intrinsics_and_max_frames_ends_it(tmp_path
         (infos,) = collect(client, node, [(f"{namespace}/camera_info", CameraInfo)], count=3)
     finally:
         assert node.stop() == 0, node.log()
-    info = infos.messages[0]
+    info = infos[0]
     assert list(info.k) == [70.0, 0.0, 30.0, 0.0, 72.0, 22.0, 0.0, 0.0, 1.0]
     assert (info.width, info.height) == (64, 48)
 

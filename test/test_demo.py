@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import psutil
 import pytest
-from ros_helpers import make_tiny_checkpoint, module_domain_id, node_environment
+from ros_helpers import make_tiny_checkpoint, module_domain_id, node_environment, wait_until
 
 from space_clip_ros.data.ply import read_ply
 from space_clip_ros.demo import pictures
@@ -111,9 +111,7 @@ def _stubborn(ignore: tuple[str, ...]) -> list[str]:
 
 
 def _wait_ready(process) -> None:
-    deadline = time.monotonic() + 20
-    while "ready" not in process.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: "ready" in process.log(), 20, f"{process.name} to print 'ready'", process.log)
 
 
 def test_process_group_stops_everything_even_on_error(tmp_path):

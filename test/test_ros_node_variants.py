@@ -173,13 +173,15 @@ def _send_until_cloud(variant, rgb: np.ndarray, fmt: str, first_second: int):
 
 
 def test_publishers_are_best_effort_and_the_input_is_sensor_data_qos(variant):
-    node = variant["client"].node
+    client = variant["client"]
     for topic in ("depth/image", "depth/camera_info", "points"):
-        infos = node.get_publishers_info_by_topic(f"{variant['namespace']}/{topic}")
-        assert infos and all(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos), topic
-    infos = node.get_subscriptions_info_by_topic(f"{variant['image_topic']}/compressed")
-    node_subscriptions = [i for i in infos if i.node_name == "space_clip_depth"]
-    assert node_subscriptions
+        full_topic = f"{variant['namespace']}/{topic}"
+        # Every publisher on the topic, once the node's has been discovered, is best effort.
+        client.wait_for_endpoints(full_topic, "publishers", lambda i: i.node_name == "space_clip_depth")
+        infos = client.node.get_publishers_info_by_topic(full_topic)
+        assert all(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos), topic
+    node_subscriptions = client.wait_for_endpoints(f"{variant['image_topic']}/compressed", "subscriptions",
+                                                   lambda i: i.node_name == "space_clip_depth")
     assert node_subscriptions[0].qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
 
 
