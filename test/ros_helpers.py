@@ -489,7 +489,7 @@ def make_tiny_checkpoint(directory: Path, *, train_focal: float | None = None,
 
 def local_predictor(checkpoint: Path, weights: Path):
     """The same model the node loads, in the test process (CPU)."""
-    from space_clip_ros.inference.predictor import DepthPredictor
+    from space_clip_ros.inference.runtime.predictor import DepthPredictor
     from space_clip_ros.model import BackboneConfig
 
     backbone = BackboneConfig(pretrained=str(weights), vision_overrides=dict(TINY_VISION_OVERRIDES))

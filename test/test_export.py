@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from space_clip_ros.cli.export import main as export_main
-from space_clip_ros.inference.export import ExportOptions, export_onnx, trtexec_command
-from space_clip_ros.inference.options import InferenceOptions, OnnxRuntimeOptions
-from space_clip_ros.inference.predictor import DepthPredictor
-from space_clip_ros.inference.quantize import encoder_weight_matmuls, quantize_onnx_int8
-from space_clip_ros.inference.synthetic import make_decoder_realistic, synthetic_camera_image
-from space_clip_ros.inference.timing import torch_threads
+from space_clip_ros.inference.benchmarking.synthetic import make_decoder_realistic, synthetic_camera_image
+from space_clip_ros.inference.benchmarking.timing import torch_threads
+from space_clip_ros.inference.rewrites.export import ExportOptions, export_onnx, trtexec_command
+from space_clip_ros.inference.rewrites.quantize import encoder_weight_matmuls, quantize_onnx_int8
+from space_clip_ros.inference.runtime.options import InferenceOptions, OnnxRuntimeOptions
+from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.model import BackboneConfig, ModelConfig, SpaceClip, load_model, make_record, save_checkpoint
 from space_clip_ros.model.backbone import save_vision_weights
 

@@ -19,20 +19,20 @@ import torch
 from torch import nn
 
 from space_clip_ros.data.frame_sources import camera_from_fov
-from space_clip_ros.inference.attention import SdpaSelfAttention, replace_multihead_attention
+from space_clip_ros.inference.benchmarking.synthetic import make_decoder_realistic, synthetic_camera_image
+from space_clip_ros.inference.benchmarking.timing import TimingStats, time_interleaved, torch_threads
 from space_clip_ros.inference.device_pointcloud import DevicePointCloudBuilder
-from space_clip_ros.inference.fusion import fold_batch_norms, remaining_batch_norms
-from space_clip_ros.inference.options import (
+from space_clip_ros.inference.rewrites.attention import SdpaSelfAttention, replace_multihead_attention
+from space_clip_ros.inference.rewrites.fusion import fold_batch_norms, remaining_batch_norms
+from space_clip_ros.inference.rewrites.resize import MatrixResize
+from space_clip_ros.inference.runtime.options import (
     InferenceOptions,
     OnnxRuntimeOptions,
     TorchOptions,
     default_options,
     recommended_backend,
 )
-from space_clip_ros.inference.predictor import DepthPredictor
-from space_clip_ros.inference.resize import MatrixResize
-from space_clip_ros.inference.synthetic import make_decoder_realistic, synthetic_camera_image
-from space_clip_ros.inference.timing import TimingStats, time_interleaved, torch_threads
+from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.model import SpaceClip
 from space_clip_ros.msgs import CameraIntrinsics
 
@@ -302,7 +302,7 @@ def test_interleaved_timing_statistics():
 
 
 def test_compile_modes_that_capture_graphs_do_not_nest_in_cuda_graphs():
-    from space_clip_ros.inference.torch_engine import compile_mode_for
+    from space_clip_ros.inference.runtime.torch_engine import compile_mode_for
 
     assert compile_mode_for(TorchOptions(compile_mode="max-autotune")) == "max-autotune"
     assert compile_mode_for(TorchOptions(compile_mode="default", cuda_graphs=True)) is None
@@ -360,7 +360,7 @@ class _FakeCuda:
 
 
 def test_cuda_graph_outputs_are_copied_out_before_the_next_replay(monkeypatch):
-    from space_clip_ros.inference.torch_engine import TorchEngine, _GraphedForward
+    from space_clip_ros.inference.runtime.torch_engine import TorchEngine, _GraphedForward
 
     cuda = _FakeCuda(monkeypatch)
 
@@ -389,8 +389,8 @@ def test_cuda_graph_outputs_are_copied_out_before_the_next_replay(monkeypatch):
 def test_tensorrt_batch_beyond_the_profile_is_refused_clearly():
     from types import SimpleNamespace
 
-    from space_clip_ros.inference.export import PIXELS_INPUT
-    from space_clip_ros.inference.tensorrt_engine import TensorRTEngine
+    from space_clip_ros.inference.rewrites.export import PIXELS_INPUT
+    from space_clip_ros.inference.runtime.tensorrt_engine import TensorRTEngine
 
     engine = TensorRTEngine.__new__(TensorRTEngine)  # a fake TensorRT engine: no GPU, no tensorrt here
     engine.trt = SimpleNamespace(float32="f32", float16="f16", int32="i32", uint8="u8")
@@ -445,7 +445,7 @@ def test_cuda_graphs_replay_matches_eager(realistic_model, frame):
 
 @needs_cuda
 def test_pinned_upload_and_device_cloud_on_cuda(realistic_model):
-    from space_clip_ros.inference.upload import FrameUploader
+    from space_clip_ros.inference.runtime.upload import FrameUploader
 
     uploader = FrameUploader(torch.device("cuda"))
     frames = [np.full((1, 8, 8, 3), value, dtype=np.uint8) for value in (1, 2, 3)]

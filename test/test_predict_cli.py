@@ -10,7 +10,7 @@ from test_train_helpers import trained_run
 from space_clip_ros.cli.predict import depth_to_mm_png
 from space_clip_ros.cli.predict import main as predict_main
 from space_clip_ros.data.ply import read_ply
-from space_clip_ros.inference.predictor import DepthPredictor
+from space_clip_ros.inference.runtime.predictor import DepthPredictor
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from space_clip_ros.inference.predictor import DepthPredictor, focal_rescale_factor, resolve_device
+from space_clip_ros.inference.runtime.predictor import DepthPredictor, focal_rescale_factor, resolve_device
 from space_clip_ros.model import CheckpointRecord, SpaceClip
 from space_clip_ros.model.preprocess import resize_and_normalize
 

@@ -223,7 +223,7 @@ def test_node_runs_an_exported_onnx_model_like_the_checkpoint(tmp_path, tiny_mod
 
     import numpy as np
 
-    from space_clip_ros.inference.export import ExportOptions, export_onnx
+    from space_clip_ros.inference.rewrites.export import ExportOptions, export_onnx
     from space_clip_ros.model import SpaceClip, make_record, save_checkpoint, save_vision_weights
     from space_clip_ros.model.config import ModelConfig
     from space_clip_ros.ros.model_setup import build_predictor, inference_options

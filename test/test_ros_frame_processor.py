@@ -16,7 +16,7 @@ from ros_helpers import (
     raw_image_message,
 )
 
-from space_clip_ros.inference.predictor import focal_rescale_factor
+from space_clip_ros.inference.runtime.predictor import focal_rescale_factor
 from space_clip_ros.msgs import (
     CameraInfoError,
     CameraIntrinsics,
@@ -212,7 +212,7 @@ def test_cloud_built_on_the_device_equals_the_numpy_cloud(processor, predictor):
 
 
 def test_clock_charges_each_stage_of_a_frame(processor):
-    from space_clip_ros.inference.timing import StageClock
+    from space_clip_ros.inference.benchmarking.timing import StageClock
 
     message = image_message(pattern_image(HEIGHT, WIDTH, seed=9), "rgb8", make_stamp(6), FRAME)
     clock = StageClock()

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_train_helpers import constant_depth, trained_run
 
-from space_clip_ros.inference.predictor import DepthPredictor
+from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.model import load_checkpoint, load_model
 from space_clip_ros.training.checkpointing import RESUME_FILE, load_resume_state
 from space_clip_ros.training.data_setup import eval_dataset

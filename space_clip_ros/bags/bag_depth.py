@@ -31,7 +31,7 @@ from tqdm import tqdm
 from space_clip_ros.bags import cdr
 from space_clip_ros.bags.reading import BagSource
 from space_clip_ros.bags.writing import BagSink, typestore_for
-from space_clip_ros.inference.predictor import DepthPredictor
+from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.msgs import CameraInfoError
 from space_clip_ros.ros.frame_processor import (
     CameraCalibration,

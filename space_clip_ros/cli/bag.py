@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..bags.bag_depth import BagDepthError, add_depth_to_bag
     from ..bags.reading import BagOpenError
     from ..bags.writing import BagWriteError
-    from ..inference.predictor import DepthPredictor
+    from ..inference.runtime.predictor import DepthPredictor
     from ..model import CheckpointError
 
     try:

@@ -9,7 +9,7 @@ Sections (each timed after warm-up, repeated, median and p95 reported):
           the fast path in this process: speed ratio and depth difference.
 Prints a table and, with --json, writes everything with the machine, software and settings.
 Without a checkpoint the weights are random, with decoder statistics made realistic
-(space_clip_ros.inference.synthetic) so that depth differences are measured on metres, not zeros.
+(space_clip_ros.inference.benchmarking.synthetic) so that depth differences are measured on metres, not zeros.
 """
 
 from __future__ import annotations
@@ -28,8 +28,16 @@ import numpy as np
 import torch
 
 from ..data.frame_sources import camera_from_fov
-from ..inference.machine import MemoryProbe, machine_info, software_versions
-from ..inference.options import (
+from ..inference.benchmarking.machine import MemoryProbe, machine_info, software_versions
+from ..inference.benchmarking.synthetic import make_decoder_realistic, synthetic_camera_image
+from ..inference.benchmarking.timing import (
+    StageClock,
+    TimingStats,
+    device_synchronizer,
+    time_interleaved,
+    torch_threads,
+)
+from ..inference.runtime.options import (
     BACKENDS,
     COMPILE_MODES,
     InferenceOptions,
@@ -37,9 +45,7 @@ from ..inference.options import (
     recommended_backend,
     unoptimized_options,
 )
-from ..inference.predictor import DepthPredictor, resolve_device
-from ..inference.synthetic import make_decoder_realistic, synthetic_camera_image
-from ..inference.timing import StageClock, TimingStats, device_synchronizer, time_interleaved, torch_threads
+from ..inference.runtime.predictor import DepthPredictor, resolve_device
 from ..model import BackboneConfig, DecoderConfig, ModelConfig, SpaceClip, load_model
 from ..model.checkpoint import CheckpointError
 from ..model.preprocess import resize_and_normalize

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..inference.export import IMAGE_INPUT, PIXELS_INPUT, ExportOptions, export_onnx, trtexec_command
-from ..inference.quantize import quantize_onnx_int8
-from ..inference.synthetic import synthetic_camera_image
+from ..inference.benchmarking.synthetic import synthetic_camera_image
+from ..inference.rewrites.export import IMAGE_INPUT, PIXELS_INPUT, ExportOptions, export_onnx, trtexec_command
+from ..inference.rewrites.quantize import quantize_onnx_int8
 from ..model import DecoderConfig, ModelConfig, SpaceClip, load_model
 from ..model.checkpoint import CheckpointError
 from ..model.preprocess import resize_and_normalize

@@ -16,7 +16,7 @@ Video frames are named frame_000000, frame_000001, ...
 
 With intrinsics and a checkpoint that records its training focal length, depth is rescaled by the
 ratio of focal lengths (SPEC section 6, canonical camera); --no-focal-rescale turns that off.
-Inference is inference.predictor.DepthPredictor, the ROS node's own predictor.
+Inference is inference.runtime.predictor.DepthPredictor, the ROS node's own predictor.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from ..inference.predictor import DepthPredictor, focal_rescale_factor
+    from ..inference.runtime.predictor import DepthPredictor, focal_rescale_factor
 
     try:
         predictor = DepthPredictor.from_checkpoint(

@@ -1,6 +1,6 @@
 """Inference: the predictor shared by the node, the CLIs and the bag tool, and its fast paths."""
 
-from .options import (
+from .runtime.options import (
     BACKENDS,
     InferenceOptions,
     OnnxRuntimeOptions,
@@ -10,7 +10,7 @@ from .options import (
     recommended_backend,
     unoptimized_options,
 )
-from .predictor import DepthPredictor, Prediction, create_predictor
+from .runtime.predictor import DepthPredictor, Prediction, create_predictor
 
 __all__ = [
     "BACKENDS",

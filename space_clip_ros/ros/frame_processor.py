@@ -15,7 +15,7 @@ decides which of them run for a frame, in which order, and at which size. Two st
   host, :mod:`space_clip_ros.inference.device_pointcloud`); every other cloud is built by NumPy.
 
 The benchmark (``space-clip-benchmark``, frame section) times these same two steps, stage by stage,
-through the optional :class:`~space_clip_ros.inference.timing.StageClock` arguments.
+through the optional :class:`~space_clip_ros.inference.benchmarking.timing.StageClock` arguments.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float32MultiArray, Header, MultiArrayDimension
 
+from space_clip_ros.inference.benchmarking.timing import StageClock, device_synchronizer
 from space_clip_ros.inference.device_pointcloud import DevicePointCloudBuilder
-from space_clip_ros.inference.predictor import DepthPredictor, focal_rescale_factor
-from space_clip_ros.inference.timing import StageClock, device_synchronizer
+from space_clip_ros.inference.runtime.predictor import DepthPredictor, focal_rescale_factor
 from space_clip_ros.msgs import (
     CameraIntrinsics,
     PointCloudBuilder,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from space_clip_ros.inference.options import InferenceOptions, default_options, unoptimized_options
-from space_clip_ros.inference.predictor import DepthPredictor, resolve_device
+from space_clip_ros.inference.runtime.options import InferenceOptions, default_options, unoptimized_options
+from space_clip_ros.inference.runtime.predictor import DepthPredictor, resolve_device
 from space_clip_ros.model import BackboneConfig, CheckpointError
 from space_clip_ros.ros.diagnostics import KEY_BACKBONE_WEIGHTS, KEY_DECODER_WEIGHTS, KEY_DEVICE, KEY_MODEL
 from space_clip_ros.ros.parameters import DepthNodeSettings

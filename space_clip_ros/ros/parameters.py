@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from space_clip_ros.inference.options import BACKENDS
-from space_clip_ros.inference.predictor import DEVICES, PRECISIONS
+from space_clip_ros.inference.runtime.options import BACKENDS
+from space_clip_ros.inference.runtime.predictor import DEVICES, PRECISIONS
 from space_clip_ros.msgs import COLORMAP_NAMES, DEPTH_ENCODINGS
 from space_clip_ros.ros.parameter_table import (
     IMAGE_TRANSPORTS,

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..model import SpaceClip
+from ...model import SpaceClip
 from .attention import replace_multihead_attention
 from .fusion import fold_batch_norms
 from .resize import MatrixResize

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model import SpaceClip
-from .export import (
+from ...model import SpaceClip
+from ..rewrites.export import (
     DEPTH_OUTPUT,
     EMBEDDING_OUTPUT,
     IMAGE_INPUT,
@@ -30,9 +30,9 @@ from .export import (
     export_parts,
     part_input_names,
 )
-from .machine import return_freed_memory_to_os
+from ..rewrites.quantize import quantize_onnx_int8
+from .memory import return_freed_memory_to_os
 from .options import OnnxRuntimeOptions, physical_cores
-from .quantize import quantize_onnx_int8
 from .torch_engine import EngineOutput
 
 logger = logging.getLogger(__name__)

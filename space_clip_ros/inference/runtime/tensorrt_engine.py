@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..model import SpaceClip
-from .export import DEPTH_OUTPUT, EMBEDDING_OUTPUT, IMAGE_INPUT, PIXELS_INPUT, ExportOptions, export_onnx
-from .machine import return_freed_memory_to_os
+from ...model import SpaceClip
+from ..rewrites.export import DEPTH_OUTPUT, EMBEDDING_OUTPUT, IMAGE_INPUT, PIXELS_INPUT, ExportOptions, export_onnx
+from .memory import return_freed_memory_to_os
 from .options import TensorRTOptions
 from .torch_engine import EngineOutput
 

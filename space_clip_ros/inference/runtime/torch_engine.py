@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model import SpaceClip
-from .attention import replace_multihead_attention
-from .fusion import fold_batch_norms
+from ...model import SpaceClip
+from ..rewrites.attention import replace_multihead_attention
+from ..rewrites.fusion import fold_batch_norms
+from ..rewrites.quantize import quantize_linear_int8
 from .options import TorchOptions, physical_cores
-from .quantize import quantize_linear_int8
 
 logger = logging.getLogger(__name__)
 

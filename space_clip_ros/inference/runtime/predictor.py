@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..model import BackboneConfig, CheckpointRecord, ModelConfig, SpaceClip, load_model
-from ..model.preprocess import resize_and_normalize
+from ...model import BackboneConfig, CheckpointRecord, ModelConfig, SpaceClip, load_model
+from ...model.preprocess import resize_and_normalize
 from .options import BACKENDS, InferenceOptions, default_options, recommended_backend, unoptimized_options
 from .torch_engine import TorchEngine
 from .upload import FrameUploader

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import SpaceClip
-from ..model.preprocess import resize_and_normalize
+from ...model import SpaceClip
+from ...model.preprocess import resize_and_normalize
 
 
 def synthetic_camera_image(height: int, width: int, seed: int = 0) -> np.ndarray:

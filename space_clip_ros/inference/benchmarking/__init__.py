@@ -1,0 +1,1 @@
+"""Benchmark support: the machine description, stage timing and synthetic inputs/decoders."""

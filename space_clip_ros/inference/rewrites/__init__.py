@@ -1,0 +1,1 @@
+"""Graph rewrites for the fast paths: ONNX export, batch-norm folding, attention, int8 quantisation, resize."""
