@@ -42,6 +42,7 @@ from space_clip_ros.ros.parameters import (
     check_value,
 )
 from space_clip_ros.ros.qos import diagnostics_qos, output_qos, sensor_input_qos
+from space_clip_ros.ros.rclpy_compat import add_validated_parameters_callbacks
 
 NODE_NAME = "space_clip_depth"
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -71,8 +72,8 @@ class DepthNode(Node):
         self._log_forwarding = forward_package_logs(self.get_logger())
         self._values: dict[str, object] = {}
         self._all_declared = False
-        self.add_on_set_parameters_callback(self._check_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        # Post-set callbacks arrived in Iron; on Humble the helper applies at the end of the check.
+        add_validated_parameters_callbacks(self, self._check_parameters, self._apply_parameters)
         declare_parameters(self, PARAMETERS)  # each value reaches self._values via the callbacks
         reason = check_consistency(self._values)
         if reason is not None:
