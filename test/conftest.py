@@ -12,30 +12,23 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
 
-# A real open_clip ViT with the reference depth (12 blocks) but a narrow width: the reference
-# decoder layers [12, 9, 6, 3] / [2, 1, 0] apply unchanged, and it runs in milliseconds on a CPU.
-TINY_VISION = {"width": 64, "head_width": 32}
+# The tiny test model of space_clip_ros.data.tiny_model: a real open_clip ViT with the
+# reference depth (12 blocks) but a narrow width; it runs in milliseconds on a CPU.
+@pytest.fixture(scope="session")
+def tiny_model_config():
+    from space_clip_ros.data.tiny_model import tiny_model_config
+
+    return tiny_model_config()
 
 
 @pytest.fixture(scope="session")
-def tiny_backbone_config():
-    from space_clip_ros.model import BackboneConfig
-
-    return BackboneConfig(name="ViT-B-16", pretrained=None, vision_overrides=dict(TINY_VISION))
+def tiny_backbone_config(tiny_model_config):
+    return tiny_model_config.backbone
 
 
 @pytest.fixture(scope="session")
-def tiny_decoder_config():
-    from space_clip_ros.model import DecoderConfig
-
-    return DecoderConfig(channels=(32, 16, 16, 8), film_hidden=32)
-
-
-@pytest.fixture(scope="session")
-def tiny_model_config(tiny_backbone_config, tiny_decoder_config):
-    from space_clip_ros.model import ModelConfig
-
-    return ModelConfig(backbone=tiny_backbone_config, decoder=tiny_decoder_config)
+def tiny_decoder_config(tiny_model_config):
+    return tiny_model_config.decoder
 
 
 @pytest.fixture(scope="session")

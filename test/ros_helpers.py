@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from space_clip_ros.data.tiny_model import TINY_VISION_OVERRIDES, tiny_model_config
 from space_clip_ros.demo.processes import SIGTERM_TIMEOUT_S, ManagedProcess, find_console_script
 from space_clip_ros.demo.processes import node_environment as demo_node_environment
 
@@ -40,11 +41,6 @@ PARAMS_FILE = REPO_ROOT / "config" / "depth.yaml"
 RVIZ_FILE = REPO_ROOT / "config" / "depth.rviz"
 LAUNCH_FILE = REPO_ROOT / "launch" / "depth.launch.py"
 DOCS_FILE = REPO_ROOT / "docs" / "ros_node.md"
-
-#: The tiny open_clip tower of conftest's ``tiny_backbone_config`` (12 blocks, width 64).
-TINY_VISION_OVERRIDES: dict[str, int] = {"width": 64, "head_width": 32}
-#: The tiny decoder of conftest's ``tiny_decoder_config``.
-TINY_DECODER = {"channels": [32, 16, 16, 8], "film_hidden": 32}
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -451,27 +447,12 @@ def make_tiny_checkpoint(directory: Path, *, train_focal: float | None = None,
     """
     import torch
 
-    from space_clip_ros.model import (
-        BackboneConfig,
-        DecoderConfig,
-        ModelConfig,
-        SpaceClip,
-        build_backbone,
-        make_record,
-        save_checkpoint,
-        save_vision_weights,
-    )
+    from space_clip_ros.model import SpaceClip, build_backbone, make_record, save_checkpoint, save_vision_weights
 
     directory = Path(directory)
     torch.manual_seed(0)
-    weights = save_vision_weights(
-        build_backbone(BackboneConfig(vision_overrides=dict(TINY_VISION_OVERRIDES))), directory / "tiny_vit.safetensors"
-    )
-    config = ModelConfig(
-        backbone=BackboneConfig(pretrained=str(weights), vision_overrides=dict(TINY_VISION_OVERRIDES)),
-        decoder=DecoderConfig.from_dict(dict(TINY_DECODER)),
-    )
-    model = SpaceClip(config)
+    weights = save_vision_weights(build_backbone(tiny_model_config().backbone), directory / "tiny_vit.safetensors")
+    model = SpaceClip(tiny_model_config(pretrained=str(weights)))
     last_conv = model.decoder.head.net[1]
     with torch.no_grad():
         last_conv.weight.mul_(depth_gain)
@@ -490,9 +471,8 @@ def make_tiny_checkpoint(directory: Path, *, train_focal: float | None = None,
 def local_predictor(checkpoint: Path, weights: Path):
     """The same model the node loads, in the test process (CPU)."""
     from space_clip_ros.inference.runtime.predictor import DepthPredictor
-    from space_clip_ros.model import BackboneConfig
 
-    backbone = BackboneConfig(pretrained=str(weights), vision_overrides=dict(TINY_VISION_OVERRIDES))
+    backbone = tiny_model_config(pretrained=str(weights)).backbone
     return DepthPredictor.from_checkpoint(checkpoint, backbone=backbone, device="cpu")
 
 

@@ -1,4 +1,4 @@
-"""The predictor used by the node and the CLIs."""
+"""The predictor used by the node and the CLIs; the device rule and focal rescaling it relies on."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from space_clip_ros.inference.runtime.predictor import DepthPredictor, focal_rescale_factor, resolve_device
+from space_clip_ros.data.camera import focal_rescale_factor
+from space_clip_ros.devices import resolve_device
+from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.model import CheckpointRecord, SpaceClip
 from space_clip_ros.model.preprocess import resize_and_normalize
 
@@ -53,6 +55,16 @@ def test_bad_inputs_are_refused(predictor):
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             resolve_device("cuda")
     assert resolve_device("auto").type in {"cpu", "cuda"}
+
+
+def test_one_device_rule_for_the_node_and_training():
+    from space_clip_ros.training.distributed import resolve_device as training_device
+
+    assert resolve_device("cpu") == training_device("cpu", 3) == torch.device("cpu")
+    with pytest.raises(ValueError, match="train.device must be one of auto, cuda, cpu or cuda:N, got 'gpu'"):
+        training_device("gpu", 0)
+    if torch.cuda.is_available():
+        assert training_device("cuda", 0) == torch.device("cuda", 0) and resolve_device("cuda") == torch.device("cuda")
 
 
 def test_focal_rescale_factor():

@@ -16,7 +16,7 @@ from ros_helpers import (
     raw_image_message,
 )
 
-from space_clip_ros.inference.runtime.predictor import focal_rescale_factor
+from space_clip_ros.data.camera import focal_rescale_factor
 from space_clip_ros.msgs import (
     CameraInfoError,
     CameraIntrinsics,

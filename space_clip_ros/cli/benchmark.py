@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from ..data.frame_sources import camera_from_fov
+from ..data.tiny_model import tiny_model_config
+from ..devices import resolve_device
 from ..inference.benchmarking.machine import MemoryProbe, machine_info, software_versions
 from ..inference.benchmarking.synthetic import make_decoder_realistic, synthetic_camera_image
 from ..inference.benchmarking.timing import (
@@ -40,12 +42,11 @@ from ..inference.benchmarking.timing import (
 from ..inference.runtime.options import (
     BACKENDS,
     COMPILE_MODES,
-    InferenceOptions,
-    default_options,
-    recommended_backend,
+    inference_options,
+    resolve_auto,
     unoptimized_options,
 )
-from ..inference.runtime.predictor import DepthPredictor, resolve_device
+from ..inference.runtime.predictor import DepthPredictor
 from ..model import BackboneConfig, DecoderConfig, ModelConfig, SpaceClip, load_model
 from ..model.checkpoint import CheckpointError
 from ..model.preprocess import resize_and_normalize
@@ -55,9 +56,6 @@ logger = logging.getLogger("space-clip-benchmark")
 
 MODEL_OUTPUT_SIZE = (480, 640)  # depth size of the model section (H, W), the reference
 BENCHMARK_CAMERA_FOV_DEG = 65.0  # horizontal field of view of the frame section's camera: a typical RGB-D one
-# The test suite's tiny backbone: a real open_clip ViT with 12 blocks, width 64.
-TINY_BACKBONE = BackboneConfig(name="ViT-B-16", pretrained=None, vision_overrides={"width": 64, "head_width": 32})
-TINY_DECODER = DecoderConfig(channels=(32, 16, 16, 8), film_hidden=32)
 
 
 @dataclass(frozen=True)
@@ -132,8 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     device = resolve_device(args.device)
     on_cuda = device.type == "cuda"
-    precision = args.precision if args.precision != "auto" else ("fp16" if on_cuda else "fp32")
-    backend = args.backend if args.backend != "auto" else recommended_backend(device)
+    precision, backend = resolve_auto(device, args.precision, args.backend)
     repeats = args.repeats if args.repeats is not None else (100 if on_cuda else 20)
     warmup = args.warmup if args.warmup is not None else (10 if on_cuda else 3)
     if repeats < 1 or warmup < 0:
@@ -155,7 +152,7 @@ def build_model(args: argparse.Namespace, probe_image: np.ndarray) -> tuple[Spac
         model, record = load_model(args.checkpoint, backbone=backbone_from_args(args), decoder=decoder_from_args(args))
         return model.eval(), record, f"checkpoint {args.checkpoint}"
     if args.tiny:
-        config = ModelConfig(backbone=TINY_BACKBONE, decoder=TINY_DECODER)
+        config = tiny_model_config()
     else:
         backbone = backbone_from_args(args) or BackboneConfig()
         config = ModelConfig(backbone=backbone, decoder=decoder_from_args(args) or DecoderConfig())
@@ -164,22 +161,6 @@ def build_model(args: argparse.Namespace, probe_image: np.ndarray) -> tuple[Spac
     make_decoder_realistic(model, probe_image)
     weights = config.backbone.pretrained or "random"
     return model, None, f"encoder {weights}, decoder random with realistic batch-norm statistics"
-
-
-def inference_options(settings: Settings, device: torch.device) -> InferenceOptions:
-    if not settings.optimize:
-        return unoptimized_options(settings.backend)
-    options = default_options(settings.backend, device)
-    torch_options = options.torch
-    overrides = {"compile_mode": settings.compile_mode, "cuda_graphs": settings.cuda_graphs}
-    if settings.threads is not None:
-        overrides["num_threads"] = settings.threads
-    torch_options = type(torch_options)(**{**asdict(torch_options), **overrides})
-    ort_options = options.onnxruntime
-    if settings.threads is not None:
-        ort_options = type(ort_options)(**{**asdict(ort_options), "intra_op_threads": settings.threads})
-    return InferenceOptions(backend=settings.backend, torch=torch_options, onnxruntime=ort_options,
-                            tensorrt=options.tensorrt)
 
 
 def repeats_for_batch(settings: Settings, batch: int) -> tuple[int, int]:
@@ -431,7 +412,8 @@ def run(args: argparse.Namespace) -> dict:
     memory = MemoryProbe(device)
     predictor = DepthPredictor(
         model, device=settings.device, precision=settings.precision, record=record,
-        options=inference_options(settings, device),
+        options=inference_options(settings.backend, device, settings.optimize, compile_mode=settings.compile_mode,
+                                  cuda_graphs=settings.cuda_graphs, threads=settings.threads),
     )
     logger.info("measuring %s", predictor.describe())
     model_rows = bench_model(predictor, settings, probe_image, memory)

@@ -44,13 +44,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def backbone_from_args(args: argparse.Namespace) -> BackboneConfig | None:
-    """The backbone the user asked for, or None to take the checkpoint's."""
-    if args.backbone is None and args.pretrained is None and args.vision_overrides is None:
-        return None
-    from ..model import BackboneConfig
+    """The backbone the user asked for, or None to take the checkpoint's (``model.backbone_from_options``)."""
+    from ..model import backbone_from_options
 
-    overrides = json.loads(args.vision_overrides) if args.vision_overrides else {}
-    return BackboneConfig(name=args.backbone or "ViT-B-16", pretrained=args.pretrained, vision_overrides=overrides)
+    return backbone_from_options(args.backbone, args.pretrained, args.vision_overrides)
 
 
 def decoder_from_args(args: argparse.Namespace) -> DecoderConfig | None:

@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from ..inference.runtime.predictor import DepthPredictor, focal_rescale_factor
+    from ..data.camera import focal_rescale_factor
+    from ..inference.runtime.predictor import DepthPredictor
 
     try:
         predictor = DepthPredictor.from_checkpoint(

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 
 class CameraInfoError(ValueError):
     """A CameraInfo or intrinsics set that cannot describe a pinhole camera."""
-
-
 
 
 @dataclass(frozen=True)
@@ -127,3 +125,31 @@ def delivered_image_transform(msg: Any) -> tuple[np.ndarray, int, int]:
     return transform, width, height
 
 
+
+
+class TrainingCamera(Protocol):
+    """What :func:`focal_rescale_factor` reads of a checkpoint record (``model.CheckpointRecord``)."""
+
+    train_focal: float | None
+    train_image_size: list[int] | None  # (height, width)
+
+
+def focal_rescale_factor(
+    camera_fx: float, camera_fy: float, camera_size: tuple[int, int], record: TrainingCamera | None
+) -> float:
+    """Depth scale for a camera whose focal length differs from the training camera's (SPEC section 6).
+
+    The encoder always sees the whole image resized to its input size, so what the decoder learned
+    is tied to the focal length *relative to the image size*. The factor is therefore
+    ``f'/f_train`` with each focal normalised by its image size (geometric mean of the x and y
+    ratios); for a camera with the training image size it reduces to ``f_camera / f_train``.
+    ``camera_size`` is (height, width) of the image ``camera_fx`` and ``camera_fy`` describe.
+    Returns 1.0 when there is no record or it states no training focal.
+    """
+    if record is None or not record.train_focal or not record.train_image_size:
+        return 1.0
+    height, width = camera_size
+    train_h, train_w = record.train_image_size
+    camera = math.sqrt((camera_fx / width) * (camera_fy / height))
+    train = record.train_focal / math.sqrt(train_w * train_h)
+    return float(camera / train)

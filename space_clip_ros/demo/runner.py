@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 
 from space_clip_ros.data.ply import write_ply
+from space_clip_ros.data.tiny_model import TINY_VISION_OVERRIDES
 from space_clip_ros.demo import pictures
 from space_clip_ros.demo.checkpoint import DemoTraining, ensure_demo_checkpoint
 from space_clip_ros.demo.package_files import DEPTH_PARAMS, load_launch_module, package_file
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 NAMESPACE = "/space_clip_demo"  # everything of the demo lives under it: no clash with a real camera
 CAMERA_NAMESPACE = f"{NAMESPACE}/camera/color"
 SIMULATOR = "camera_simulator"
-TINY_VISION_OVERRIDES = {"width": 64, "head_width": 32}  # the narrow tower of config/train/synthetic.yaml
 SIDE_BY_SIDE_COUNT = 4
 _PNG_SMALLEST = [cv2.IMWRITE_PNG_COMPRESSION, 9]
 

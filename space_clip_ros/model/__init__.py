@@ -9,7 +9,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import BackboneConfig, DecoderConfig, ModelConfig
+from .config import BackboneConfig, DecoderConfig, ModelConfig, backbone_from_options
 from .decoder import DualPathwayDecoder
 from .factory import create_model, load_model, make_record
 from .space_clip import SpaceClip, SpaceClipOutput
@@ -25,6 +25,7 @@ __all__ = [
     "ModelConfig",
     "SpaceClip",
     "SpaceClipOutput",
+    "backbone_from_options",
     "build_backbone",
     "check_compatible",
     "checkpoint_paths",

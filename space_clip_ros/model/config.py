@@ -7,6 +7,7 @@ so that a checkpoint's JSON record can carry them.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,24 @@ class BackboneConfig:
         if pretrained is not None and ("/" in pretrained or "\\" in pretrained):
             pretrained = pretrained.replace("\\", "/").rsplit("/", 1)[-1]
         return {"name": self.name, "pretrained": pretrained, "vision_overrides": dict(self.vision_overrides)}
+
+
+def backbone_from_options(
+    name: str | None, pretrained: str | None, vision_overrides: str | dict[str, Any] | None
+) -> BackboneConfig | None:
+    """The backbone a user's options ask for, or None to take the checkpoint's (node and CLIs alike).
+
+    Options left unset (None or empty) say nothing; once any of the three is set, the three
+    describe the backbone: no name means ViT-B-16, no weights mean random weights, and
+    ``vision_overrides`` may be a JSON object's text. ``load_model`` checks it against the checkpoint.
+    """
+    if not (name or pretrained or vision_overrides):
+        return None
+    if isinstance(vision_overrides, str):
+        overrides = json.loads(vision_overrides) if vision_overrides else {}
+    else:
+        overrides = dict(vision_overrides or {})
+    return BackboneConfig(name=name or BackboneConfig.name, pretrained=pretrained or None, vision_overrides=overrides)
 
 
 @dataclass(frozen=True)
@@ -128,3 +147,4 @@ class ModelConfig:
             backbone=BackboneConfig.from_dict(data.get("backbone", {"name": "ViT-B-16"})),
             decoder=DecoderConfig.from_dict(data.get("decoder", {})),
         )
+

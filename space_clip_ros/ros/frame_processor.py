@@ -32,9 +32,10 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float32MultiArray, Header, MultiArrayDimension
 
+from space_clip_ros.data.camera import focal_rescale_factor
 from space_clip_ros.inference.benchmarking.timing import StageClock, device_synchronizer
 from space_clip_ros.inference.device_pointcloud import DevicePointCloudBuilder
-from space_clip_ros.inference.runtime.predictor import DepthPredictor, focal_rescale_factor
+from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.msgs import (
     CameraIntrinsics,
     PointCloudBuilder,

@@ -1,13 +1,16 @@
-"""The depth node's predictor, built from its parameters (no rclpy here)."""
+"""The depth node's predictor, built from its parameters (no rclpy here).
+
+The rules are the ones every tool shares: the backbone from ``model.backbone_from_options``, the
+backend settings from ``inference.runtime.options.inference_options``; this module only says
+which parameter feeds which argument.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
-from space_clip_ros.inference.runtime.options import InferenceOptions, default_options, unoptimized_options
-from space_clip_ros.inference.runtime.predictor import DepthPredictor, resolve_device
-from space_clip_ros.model import BackboneConfig, CheckpointError
+from space_clip_ros.inference.runtime.options import InferenceOptions
+from space_clip_ros.inference.runtime.options import inference_options as options_for
+from space_clip_ros.inference.runtime.predictor import DepthPredictor
+from space_clip_ros.model import BackboneConfig, CheckpointError, backbone_from_options
 from space_clip_ros.ros.diagnostics import KEY_BACKBONE_WEIGHTS, KEY_DECODER_WEIGHTS, KEY_DEVICE, KEY_MODEL
 from space_clip_ros.ros.parameters import DepthNodeSettings
 
@@ -16,38 +19,13 @@ MODEL_SETUP_ERRORS = (CheckpointError, ValueError, FileNotFoundError, RuntimeErr
 
 
 def backbone_config(settings: DepthNodeSettings) -> BackboneConfig | None:
-    """The backbone the parameters ask for, or None to take the checkpoint's.
-
-    Same rule as the command-line tools: once any of backbone / pretrained / vision_overrides is
-    set, those three describe the backbone (empty name: ViT-B-16; empty weights: random), and
-    load_model checks it against the checkpoint.
-    """
-    if not (settings.backbone or settings.pretrained or settings.vision_overrides):
-        return None
-    return BackboneConfig(
-        name=settings.backbone or BackboneConfig.name,
-        pretrained=settings.pretrained or None,
-        vision_overrides=settings.vision_overrides_dict,
-    )
+    """The backbone the parameters ask for, or None to take the checkpoint's (empty = unset)."""
+    return backbone_from_options(settings.backbone, settings.pretrained, settings.vision_overrides)
 
 
 def inference_options(settings: DepthNodeSettings) -> InferenceOptions:
     """Backend, fast path and exported-model file from the parameters."""
-    if settings.optimize:
-        options = default_options(settings.backend, resolve_device(settings.device))
-    else:
-        options = unoptimized_options(settings.backend)
-    exported = settings.exported_model
-    if not exported:
-        return options
-    if not Path(exported).is_file():
-        raise FileNotFoundError(f"exported_model {exported} does not exist (make one with space-clip-export)")
-    if settings.backend == "onnxruntime":
-        return dataclasses.replace(options, onnxruntime=dataclasses.replace(options.onnxruntime, model_path=exported))
-    if settings.backend == "tensorrt":
-        key = "onnx_path" if exported.endswith(".onnx") else "engine_path"
-        return dataclasses.replace(options, tensorrt=dataclasses.replace(options.tensorrt, **{key: exported}))
-    raise ValueError("exported_model needs backend onnxruntime or tensorrt (the torch backend runs the checkpoint)")
+    return options_for(settings.backend, settings.device, settings.optimize, exported_model=settings.exported_model)
 
 
 def build_predictor(settings: DepthNodeSettings) -> DepthPredictor:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from space_clip_ros.devices import device_problem
 from space_clip_ros.inference.runtime.options import BACKENDS
-from space_clip_ros.inference.runtime.predictor import DEVICES, PRECISIONS
+from space_clip_ros.inference.runtime.predictor import PRECISIONS
 from space_clip_ros.msgs import COLORMAP_NAMES, DEPTH_ENCODINGS
 from space_clip_ros.ros.parameter_table import (
     IMAGE_TRANSPORTS,
@@ -28,14 +28,6 @@ from space_clip_ros.ros.parameter_table import (
     ParameterValue,
     markdown_table,
 )
-
-_CUDA_INDEX = re.compile(r"^cuda:\d+$")
-
-
-def _check_device(value: str) -> str | None:
-    if value in DEVICES or _CUDA_INDEX.match(value):
-        return None
-    return f"must be one of {', '.join(DEVICES)} or cuda:N, got '{value}'"
 
 
 def _check_vision_overrides(value: str) -> str | None:
@@ -89,7 +81,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "device", "auto",
         "Where inference runs: auto (CUDA when available), cpu, cuda or cuda:N.",
-        _MODEL, read_only=True, extra_check=_check_device,
+        _MODEL, read_only=True, extra_check=device_problem,
         constraint_text="auto, cpu, cuda or cuda:N",
     ),
     ParameterSpec(

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .. import devices
+
 logger = logging.getLogger(__name__)
 
 
@@ -117,16 +119,7 @@ def _env_int(name: str, default: int) -> int:
 
 def resolve_device(requested: str, local_rank: int) -> torch.device:
     """``auto`` takes CUDA when present; under torchrun every process takes its ``LOCAL_RANK`` GPU."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"train.device={requested!r} but CUDA is not available; use auto or cpu")
-        if requested == "cuda":
-            return torch.device("cuda", local_rank)
-    elif requested != "cpu":
-        raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {requested!r}")
-    return torch.device(requested)
+    return devices.resolve_device(requested, local_rank, setting="train.device")
 
 
 def init_distributed(requested_device: str = "auto", backend: str | None = None) -> DistContext:

@@ -6,8 +6,10 @@ the rounding stated in docs/benchmarks.md (exact re-writes, reduced precision, o
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 import torch
@@ -153,3 +155,60 @@ def unoptimized_options(backend: str) -> InferenceOptions:
         backend=backend,
         torch=TorchOptions(sdpa_attention=False, fold_batch_norm=False, channels_last=False, half_weights=False),
     )
+
+
+def resolve_auto(device: torch.device, precision: str, backend: str) -> tuple[str, str]:
+    """(precision, backend) with ``auto`` made concrete for ``device``: fp16 on CUDA and fp32 on
+    the CPU; :func:`recommended_backend`. Values other than ``auto`` pass through."""
+    if precision == "auto":
+        precision = "fp16" if device.type == "cuda" else "fp32"
+    if backend == "auto":
+        backend = recommended_backend(device)
+    return precision, backend
+
+
+def inference_options(
+    backend: str,
+    device: str | torch.device,
+    optimize: bool,
+    *,
+    exported_model: str = "",
+    compile_mode: str = "none",
+    cuda_graphs: bool = False,
+    threads: int | None = None,
+) -> InferenceOptions:
+    """The options of a user's choice (the node's parameters, the benchmark's flags), in one rule.
+
+    ``optimize``: :func:`default_options` for ``device`` (a device name is resolved only then),
+    with ``compile_mode``, ``cuda_graphs`` and ``threads`` (every backend's CPU threads) on top;
+    otherwise :func:`unoptimized_options`, the model as trained, which those three do not touch.
+    ``exported_model``: an existing file of ``space-clip-export`` for the onnxruntime backend
+    (.onnx) or the tensorrt backend (.onnx or a serialised engine); FileNotFoundError when it
+    is missing, ValueError for the torch backend.
+    """
+    if optimize:
+        from ...devices import resolve_device
+
+        options = default_options(backend, resolve_device(device) if isinstance(device, str) else device)
+        torch_changes: dict[str, object] = {"compile_mode": compile_mode, "cuda_graphs": cuda_graphs}
+        onnxruntime = options.onnxruntime
+        if threads is not None:
+            torch_changes["num_threads"] = threads
+            onnxruntime = dataclasses.replace(onnxruntime, intra_op_threads=threads)
+        options = dataclasses.replace(
+            options, torch=dataclasses.replace(options.torch, **torch_changes), onnxruntime=onnxruntime
+        )
+    else:
+        options = unoptimized_options(backend)
+    if not exported_model:
+        return options
+    if not Path(exported_model).is_file():
+        raise FileNotFoundError(f"exported_model {exported_model} does not exist (make one with space-clip-export)")
+    if backend == "onnxruntime":
+        return dataclasses.replace(
+            options, onnxruntime=dataclasses.replace(options.onnxruntime, model_path=exported_model)
+        )
+    if backend == "tensorrt":
+        key = "onnx_path" if exported_model.endswith(".onnx") else "engine_path"
+        return dataclasses.replace(options, tensorrt=dataclasses.replace(options.tensorrt, **{key: exported_model}))
+    raise ValueError("exported_model needs backend onnxruntime or tensorrt (the torch backend runs the checkpoint)")

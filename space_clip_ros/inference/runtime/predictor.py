@@ -9,34 +9,22 @@ tensorrt), plain or with the fast-path re-writes of :mod:`.options` (``optimize=
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ...devices import resolve_device
 from ...model import BackboneConfig, CheckpointRecord, ModelConfig, SpaceClip, load_model
 from ...model.preprocess import resize_and_normalize
-from .options import BACKENDS, InferenceOptions, default_options, recommended_backend, unoptimized_options
+from .options import BACKENDS, InferenceOptions, default_options, resolve_auto, unoptimized_options
 from .torch_engine import TorchEngine
 from .upload import FrameUploader
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-DEVICES = ("auto", "cuda", "cpu")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without one is an error that says so."""
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise ValueError(f"device must be one of {DEVICES} (or cuda:N), got {device!r}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available here; use 'auto' or 'cpu'")
-    return torch.device(device)
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -46,26 +34,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         logger.warning("precision %s is a CUDA option; running fp32 on %s", precision, device)
         return torch.float32
     return PRECISIONS[precision]
-
-
-def focal_rescale_factor(
-    camera_fx: float, camera_fy: float, camera_size: tuple[int, int], record: CheckpointRecord | None
-) -> float:
-    """Depth scale for a camera whose focal length differs from the training camera's (SPEC section 6).
-
-    The encoder always sees the whole image resized to its input size, so what the decoder learned
-    is tied to the focal length *relative to the image size*. The factor is therefore
-    ``f'/f_train`` with each focal normalised by its image size (geometric mean of the x and y
-    ratios); for a camera with the training image size it reduces to ``f_camera / f_train``.
-    Returns 1.0 when the checkpoint records no training focal.
-    """
-    if record is None or not record.train_focal or not record.train_image_size:
-        return 1.0
-    height, width = camera_size
-    train_h, train_w = record.train_image_size
-    camera = math.sqrt((camera_fx / width) * (camera_fy / height))
-    train = record.train_focal / math.sqrt(train_w * train_h)
-    return float(camera / train)
 
 
 @dataclass
@@ -232,16 +200,18 @@ def create_predictor(
     backend: str = "auto",
     optimize: bool = True,
 ) -> DepthPredictor:
-    """A predictor on the fastest measured path for the device (what the node should use).
+    """A predictor on the fastest measured path of this device, for Python callers (scripts, notebooks,
+    the memory measurement of docs/benchmarks.md) that want the recommended settings without
+    choosing them.
 
     ``precision="auto"``: fp16 on CUDA, fp32 on the CPU. ``backend="auto"``:
     :func:`recommended_backend` (onnxruntime with int8 encoder MatMuls on the CPU, torch on CUDA).
+    The depth node does not call it: it builds its predictor from its parameters
+    (``ros.model_setup.build_predictor``), whose defaults are the plain torch path and whose
+    ``optimize`` and ``backend`` parameters select this same fast path when set.
     """
     resolved = resolve_device(device)
-    if precision == "auto":
-        precision = "fp16" if resolved.type == "cuda" else "fp32"
-    if backend == "auto":
-        backend = recommended_backend(resolved)
+    precision, backend = resolve_auto(resolved, precision, backend)
     return DepthPredictor.from_checkpoint(
         checkpoint, backbone=backbone, device=str(resolved), precision=precision, backend=backend, optimize=optimize
     )
