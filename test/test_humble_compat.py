@@ -431,8 +431,7 @@ class RclpyUsageChecker:
             if not me:
                 continue
             me_name = me[0].arg
-            for sub in ast.walk(method):
-                scope = self._innermost_scope(method, sub)
+            for sub, scope in self._nodes_with_scope(method):
                 if isinstance(sub, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
                     targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
                     for target in targets:
@@ -453,16 +452,14 @@ class RclpyUsageChecker:
         self.classes[info.qualname] = info
 
     @staticmethod
-    def _innermost_scope(method: ScopeNode, target: ast.AST) -> ScopeNode:
-        innermost: ScopeNode = method
+    def _nodes_with_scope(method: ScopeNode) -> Iterator[tuple[ast.AST, ScopeNode]]:
+        """Every node of a method with the innermost function it is in."""
         stack: list[tuple[ast.AST, ScopeNode]] = [(method, method)]
         while stack:
             node, scope = stack.pop()
-            if node is target:
-                return scope
+            yield node, scope
             for child in ast.iter_child_nodes(node):
                 stack.append((child, child if isinstance(child, _FUNCTION_TYPES) else scope))
-        return innermost
 
     @staticmethod
     def _pairs(target: ast.expr, value: ast.expr | None) -> list[tuple[ast.expr, ast.expr | None]]:
