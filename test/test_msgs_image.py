@@ -13,6 +13,7 @@ from std_msgs.msg import Header
 
 from space_clip_ros.msgs import (
     COLORMAP_NAMES,
+    SUPPORTED_COLOUR_ENCODINGS,
     ImageConversionError,
     colorize_depth,
     compressed_msg_to_rgb,
@@ -91,11 +92,12 @@ def test_mono8_decodes_to_three_equal_channels(rgb, encoding, pad):
         np.testing.assert_array_equal(out[..., channel], grey)
 
 
+@pytest.mark.parametrize("pad", [1, 2])  # an odd pad leaves the 16-bit rows misaligned
 @pytest.mark.parametrize("bigendian", [False, True])
 @pytest.mark.parametrize("encoding", ["mono16", "16UC1"])
-def test_16_bit_grey_keeps_the_high_byte(encoding, bigendian):
+def test_16_bit_grey_keeps_the_high_byte(encoding, bigendian, pad):
     values = np.arange(HEIGHT * WIDTH, dtype=np.uint16).reshape(HEIGHT, WIDTH) * 1531
-    out = image_msg_to_rgb(image_from_pixels(values, encoding, pad=2, bigendian=bigendian))
+    out = image_msg_to_rgb(image_from_pixels(values, encoding, pad=pad, bigendian=bigendian))
     np.testing.assert_array_equal(out[..., 0], (values >> 8).astype(np.uint8))
     np.testing.assert_array_equal(out[..., 2], out[..., 0])
 
@@ -130,10 +132,12 @@ def test_rgb_to_mono8(rgb, header):
     assert np.abs(stored - luma).max() <= 1.0
 
 
-def test_unsupported_encoding_names_the_encoding_and_the_supported_ones(rgb):
-    msg = image_from_pixels(rgb[..., :2].copy(), "yuv422")
-    with pytest.raises(ImageConversionError, match=r"unsupported encoding 'yuv422'; supported: rgb8, bgr8"):
+def test_unsupported_encoding_names_the_encoding_and_every_supported_one(rgb):
+    msg = image_from_pixels(rgb[..., :1].astype(np.float32), "32FC1")
+    with pytest.raises(ImageConversionError, match=r"unsupported encoding '32FC1'; supported: rgb8, bgr8") as info:
         image_msg_to_rgb(msg)
+    listed = str(info.value).split("supported: ", 1)[1].split(", ")
+    assert listed == list(SUPPORTED_COLOUR_ENCODINGS)
 
 
 def test_data_shorter_than_step_times_height_is_reported():
@@ -156,6 +160,221 @@ def test_zero_sized_image_is_refused(height, width):
     msg = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=bytes(12))
     with pytest.raises(ImageConversionError, match="empty"):
         image_msg_to_rgb(msg)
+
+
+# Camera encodings (YUV, Bayer, 16-bit colour). Every message is built from a known RGB picture by
+# conversions written here (the BT.601 integer formulas, a Bayer mosaic sampled from the picture),
+# never by the package. The package's result must equal OpenCV's conversion of the same bytes
+# exactly (the codes below are cv_bridge's), and be close to the picture within the format's loss.
+
+CAM_HEIGHT, CAM_WIDTH = 24, 32
+YUV422_CODES = {  # ROS encoding -> (bytes of a pixel pair, OpenCV conversion)
+    "yuv422": (("U", "Y0", "V", "Y1"), cv2.COLOR_YUV2RGB_UYVY),
+    "uyvy": (("U", "Y0", "V", "Y1"), cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422_yuy2": (("Y0", "U", "Y1", "V"), cv2.COLOR_YUV2RGB_YUY2),
+    "yuyv": (("Y0", "U", "Y1", "V"), cv2.COLOR_YUV2RGB_YUY2),
+}
+NV420_CODES = {"nv12": ("UV", cv2.COLOR_YUV2RGB_NV12), "nv21": ("VU", cv2.COLOR_YUV2RGB_NV21)}
+# ROS names a Bayer pattern by its top-left 2x2 block, OpenCV by the block at (1, 1) (cv_bridge's map).
+BAYER_CODES = {
+    "rggb": cv2.COLOR_BayerBG2RGB,
+    "bggr": cv2.COLOR_BayerRG2RGB,
+    "gbrg": cv2.COLOR_BayerGR2RGB,
+    "grbg": cv2.COLOR_BayerGB2RGB,
+}
+
+
+@pytest.fixture
+def picture() -> np.ndarray:
+    """A smooth RGB picture (two ramps and a wave): at most ~5 levels from one pixel to the next."""
+    rows, columns = np.mgrid[0:CAM_HEIGHT, 0:CAM_WIDTH].astype(np.float64)
+    red = 40 + 150 * columns / (CAM_WIDTH - 1)
+    green = 210 - 110 * rows / (CAM_HEIGHT - 1)
+    blue = 128 + 60 * np.sin(columns / 12.0 + rows / 16.0)
+    return np.rint(np.stack([red, green, blue], axis=2)).astype(np.uint8)
+
+
+def rgb_to_yuv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full-resolution Y, U, V of ``rgb`` by the BT.601 studio-range 8-bit integer formula."""
+    red, green, blue = (rgb[..., channel].astype(np.int64) for channel in range(3))
+    y = ((66 * red + 129 * green + 25 * blue + 128) >> 8) + 16
+    u = ((-38 * red - 74 * green + 112 * blue + 128) >> 8) + 128
+    v = ((112 * red - 94 * green - 18 * blue + 128) >> 8) + 128
+    return y, u, v
+
+
+def yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """YUV -> RGB per pixel with the constants of OpenCV's BT.601 conversions (20-bit fixed point)."""
+    luma = np.maximum(y.astype(np.int64) - 16, 0) * 1220542 + (1 << 19)
+    u, v = u.astype(np.int64) - 128, v.astype(np.int64) - 128
+    rgb = np.stack([luma + 1673527 * v, luma - 852492 * v - 409993 * u, luma + 2116026 * u], axis=-1) >> 20
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def block_mean(plane: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """Mean (rounded) of each rows x columns block: how a camera subsamples chroma."""
+    height, width = plane.shape
+    blocks = plane.reshape(height // rows, rows, width // columns, columns).sum(axis=(1, 3))
+    return (blocks + rows * columns // 2) // (rows * columns)
+
+
+def upsampled(plane: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    return plane.repeat(rows, axis=0).repeat(columns, axis=1)
+
+
+def max_error(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max())
+
+
+def semi_planar_image(luma: np.ndarray, chroma: np.ndarray, encoding: str, pad: int, factor: int) -> Image:
+    """A Y plane then a chroma plane, rows padded: Y rows of ``step``, chroma rows of factor * step."""
+    height, width = luma.shape
+    step = width + pad
+    planes = []
+    for plane, stride in ((luma, step), (chroma, factor * step)):
+        padded = np.full((plane.shape[0], stride), PAD_BYTE, dtype=np.uint8)
+        padded[:, : plane.shape[1]] = plane
+        planes.append(padded.tobytes())
+    return Image(height=height, width=width, encoding=encoding, step=step, data=b"".join(planes))
+
+
+@pytest.mark.parametrize("pad", [0, 6])
+@pytest.mark.parametrize("encoding", list(YUV422_CODES))
+def test_yuv422_matches_opencv_and_the_picture(picture, encoding, pad):
+    order, code = YUV422_CODES[encoding]
+    y, u, v = rgb_to_yuv(picture)
+    u, v = block_mean(u, 1, 2), block_mean(v, 1, 2)  # one (U, V) per pair of pixels
+    samples = {"Y0": y[:, 0::2], "Y1": y[:, 1::2], "U": u, "V": v}
+    packed = np.stack([samples[name] for name in order], axis=2).astype(np.uint8).reshape(CAM_HEIGHT, CAM_WIDTH, 2)
+    out = image_msg_to_rgb(image_from_pixels(packed, encoding, pad=pad))
+    np.testing.assert_array_equal(out, cv2.cvtColor(packed, code))
+    np.testing.assert_array_equal(out, yuv_to_rgb(y, upsampled(u, 1, 2), upsampled(v, 1, 2)))
+    # Loss: 8-bit studio-range YUV (1-2 levels) and one chroma pair for two pixels that differ by up to
+    # ~5 levels in this picture.
+    assert max_error(out, picture) <= 6
+
+
+@pytest.mark.parametrize("pad", [0, 4])
+@pytest.mark.parametrize("encoding", list(NV420_CODES))
+def test_nv12_nv21_match_opencv_and_the_picture(picture, encoding, pad):
+    order, code = NV420_CODES[encoding]
+    y, u, v = rgb_to_yuv(picture)
+    u, v = block_mean(u, 2, 2), block_mean(v, 2, 2)
+    first, second = (u, v) if order == "UV" else (v, u)
+    chroma = np.stack([first, second], axis=2).reshape(CAM_HEIGHT // 2, CAM_WIDTH).astype(np.uint8)
+    luma = y.astype(np.uint8)
+    out = image_msg_to_rgb(semi_planar_image(luma, chroma, encoding, pad, factor=1))
+    np.testing.assert_array_equal(out, cv2.cvtColor(np.concatenate([luma, chroma]), code))
+    np.testing.assert_array_equal(out, yuv_to_rgb(y, upsampled(u, 2, 2), upsampled(v, 2, 2)))
+    assert max_error(out, picture) <= 7  # as 4:2:2, with chroma shared by 2x2 pixels
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+def test_nv24_uses_opencvs_yuv_arithmetic_and_matches_the_picture(picture, pad):
+    y, u, v = rgb_to_yuv(picture)
+    chroma = np.stack([u, v], axis=2).reshape(CAM_HEIGHT, 2 * CAM_WIDTH).astype(np.uint8)
+    out = image_msg_to_rgb(semi_planar_image(y.astype(np.uint8), chroma, "nv24", pad, factor=2))
+    np.testing.assert_array_equal(out, yuv_to_rgb(y, u, v))
+    assert max_error(out, picture) <= 2  # full-resolution chroma: only the 8-bit YUV rounding
+
+    # OpenCV has no NV24 conversion; with chroma constant over 2x2 blocks NV24 is NV12 in disguise.
+    u2, v2 = block_mean(u, 2, 2), block_mean(v, 2, 2)
+    full = np.stack([upsampled(u2, 2, 2), upsampled(v2, 2, 2)], axis=2).reshape(CAM_HEIGHT, -1)
+    out = image_msg_to_rgb(semi_planar_image(y.astype(np.uint8), full.astype(np.uint8), "nv24", pad, factor=2))
+    nv12 = np.concatenate([y, np.stack([u2, v2], axis=2).reshape(CAM_HEIGHT // 2, CAM_WIDTH)]).astype(np.uint8)
+    np.testing.assert_array_equal(out, cv2.cvtColor(nv12, cv2.COLOR_YUV2RGB_NV12))
+
+
+def test_yuv_formats_follow_opencvs_formula_over_the_whole_byte_range():
+    # Random bytes reach the clipped corners of the formula that a natural picture does not.
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 256, (8, 10), dtype=np.uint8)
+    u, v = rng.integers(0, 256, (2, 8, 10), dtype=np.uint8)
+    chroma = np.stack([u, v], axis=2).reshape(8, 20)
+    np.testing.assert_array_equal(image_msg_to_rgb(semi_planar_image(y, chroma, "nv24", 0, 2)), yuv_to_rgb(y, u, v))
+    pairs = np.stack([y[:, 0::2], u[:, 0::2], y[:, 1::2], v[:, 0::2]], axis=2).reshape(8, 10, 2)
+    expected = yuv_to_rgb(y, upsampled(u[:, 0::2], 1, 2), upsampled(v[:, 0::2], 1, 2))
+    np.testing.assert_array_equal(image_msg_to_rgb(image_from_pixels(pairs, "yuyv")), expected)
+
+
+def mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """The Bayer mosaic a sensor with ``pattern`` (ROS naming: the top-left 2x2 block) records."""
+    out = np.empty(rgb.shape[:2], dtype=rgb.dtype)
+    for index, colour in enumerate(pattern):
+        row, column = divmod(index, 2)
+        out[row::2, column::2] = rgb[row::2, column::2, "rgb".index(colour)]
+    return out
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+@pytest.mark.parametrize("pattern", list(BAYER_CODES))
+def test_bayer8_matches_opencv_and_the_picture(picture, pattern, pad):
+    raw = mosaic(picture, pattern)
+    out = image_msg_to_rgb(image_from_pixels(raw, f"bayer_{pattern}8", pad=pad))
+    np.testing.assert_array_equal(out, cv2.cvtColor(raw, BAYER_CODES[pattern]))
+    # Bilinear demosaicing of a smooth picture, away from the border OpenCV extrapolates.
+    inner = (slice(2, -2), slice(2, -2))
+    assert max_error(out[inner], picture[inner]) <= 3
+    # Independently of cv_bridge's table: every other OpenCV pattern gives a far worse picture.
+    for other in set(BAYER_CODES.values()) - {BAYER_CODES[pattern]}:
+        assert max_error(cv2.cvtColor(raw, other)[inner], picture[inner]) > 40
+
+
+@pytest.mark.parametrize("bigendian", [False, True])
+@pytest.mark.parametrize("pattern", list(BAYER_CODES))
+def test_bayer16_is_demosaiced_at_16_bits_then_keeps_the_high_byte(picture, pattern, bigendian):
+    low = np.random.default_rng(3).integers(0, 256, picture.shape, dtype=np.uint16)
+    deep = picture.astype(np.uint16) * 256 + low
+    raw = mosaic(deep, pattern)
+    out = image_msg_to_rgb(image_from_pixels(raw, f"bayer_{pattern}16", pad=3, bigendian=bigendian))
+    np.testing.assert_array_equal(out, (cv2.cvtColor(raw, BAYER_CODES[pattern]) >> 8).astype(np.uint8))
+    inner = (slice(2, -2), slice(2, -2))
+    assert max_error(out[inner], picture[inner]) <= 3
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+@pytest.mark.parametrize("bigendian", [False, True])
+@pytest.mark.parametrize("encoding", ["rgb16", "bgr16", "rgba16", "bgra16"])
+def test_16_bit_colour_keeps_the_high_byte(picture, encoding, bigendian, pad):
+    deep = picture.astype(np.uint16) * 256 + np.random.default_rng(4).integers(0, 256, picture.shape, np.uint16)
+    alpha = np.full(picture.shape[:2] + (1,), 51234, dtype=np.uint16)
+    stored = {
+        "rgb16": deep,
+        "bgr16": deep[..., ::-1],
+        "rgba16": np.concatenate([deep, alpha], axis=2),
+        "bgra16": np.concatenate([deep[..., ::-1], alpha], axis=2),
+    }[encoding]
+    out = image_msg_to_rgb(image_from_pixels(stored, encoding, pad=pad, bigendian=bigendian))
+    assert out.dtype == np.uint8 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, picture)
+
+
+def test_every_camera_encoding_is_listed_as_supported():
+    camera_encodings = {"yuv422", "yuv422_yuy2", "uyvy", "yuyv", "nv12", "nv21", "nv24", "rgb16", "bgr16",
+                        "rgba16", "bgra16"}
+    camera_encodings |= {f"bayer_{pattern}{bits}" for pattern in BAYER_CODES for bits in (8, 16)}
+    assert camera_encodings <= set(SUPPORTED_COLOUR_ENCODINGS)
+    assert len(set(SUPPORTED_COLOUR_ENCODINGS)) == len(SUPPORTED_COLOUR_ENCODINGS)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(encoding="yuyv", width=5, height=2, step=10, data=bytes(20)), "odd width 5"),
+        (dict(encoding="nv21", width=4, height=3, step=4, data=bytes(24)), r"4x3; .* must be even"),
+        (
+            dict(encoding="nv21", width=4, height=4, step=4, data=bytes(20)),
+            r"data has 20 bytes but 'nv21' needs 24: a Y plane of step\*height = 4\*4 bytes "
+            r"and a chroma plane of 2 rows of 4 bytes",
+        ),
+        (dict(encoding="nv24", width=4, height=2, step=3, data=bytes(24)), "step 3 is smaller than the width 4"),
+        (dict(encoding="uyvy", width=4, height=2, step=6, data=bytes(16)), r"step 6 is smaller than .* = 8"),
+        (dict(encoding="bayer_rggb16", width=4, height=2, step=8, data=bytes(10)), r"data has 10 bytes"),
+    ],
+)
+def test_malformed_camera_images_are_reported(fields, message):
+    with pytest.raises(ImageConversionError, match=message):
+        image_msg_to_rgb(Image(**fields))
 
 
 def test_rgb_to_image_msg_refuses_bad_arrays_and_encodings(rgb, header):
