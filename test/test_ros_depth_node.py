@@ -271,9 +271,9 @@ def test_camera_info_of_another_size_is_rescaled_and_reported_once(harness: Harn
 
 BAD_FRAMES = {
     "unsupported encoding": (
-        lambda stamp: raw_image_message("yuv422", WIDTH, HEIGHT, 2 * WIDTH, bytes(2 * WIDTH * HEIGHT),
+        lambda stamp: raw_image_message("32FC1", WIDTH, HEIGHT, 4 * WIDTH, bytes(4 * WIDTH * HEIGHT),
                                         stamp, FRAME_ID),
-        r"\[ERROR\].*unsupported encoding 'yuv422'",
+        r"\[ERROR\].*unsupported encoding '32FC1'",
     ),
     "data shorter than step x height": (
         lambda stamp: raw_image_message("rgb8", WIDTH, HEIGHT, 3 * WIDTH, bytes(3 * WIDTH * HEIGHT - 100),
