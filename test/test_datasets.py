@@ -126,6 +126,19 @@ def test_kitti_train_applies_kb_crop_then_random_crop(kitti):
         too_big[0]
 
 
+def test_given_entries_are_used_without_reading_a_split_file(kitti, tmp_path):
+    entries = parse_split_file(kitti.train_split)[1:4]
+    never_written = tmp_path / "train.txt"  # only names the list in messages
+    dataset = DepthDataset(kitti_config(kitti, split_file=never_written), entries=entries)
+    assert dataset.entries == entries and not never_written.exists()
+    assert dataset.file_paths(0) == DepthDataset(kitti_config(kitti)).file_paths(1)
+    assert dataset[0]["image"].shape == (3, 64, 128)
+    unnamed = DepthDataset(kitti_config(kitti, split_file=None), entries=entries)
+    assert len(unnamed) == 3
+    with pytest.raises(ValueError, match="needs a split_file"):
+        DepthDataset(kitti_config(kitti, split_file=None))
+
+
 def test_augmentation_is_reproducible_per_epoch(kitti):
     dataset = DepthDataset(kitti_config(kitti, seed=5))
     first, again = dataset[1], dataset[1]

@@ -16,7 +16,9 @@ from space_clip_ros.training.config import dump_yaml
 from space_clip_ros.training.data_setup import ensure_synthetic_dataset, eval_dataset, resolve_data_paths
 from space_clip_ros.training.evaluate import evaluate_model
 from space_clip_ros.training.protocol import get_protocol
-from space_clip_ros.training.trainer import RANDOM_BACKBONE_FILE
+from space_clip_ros.training.run_setup import RANDOM_BACKBONE_FILE
+
+pytestmark = pytest.mark.slow  # two torchrun processes
 
 # space-clip-train, except that rank 0's second batch carries a NaN pixel: its loss is NaN while
 # rank 1's is finite, and both ranks must skip that step together (or DDP would hang).
@@ -46,6 +48,7 @@ def ddp_run(tmp_path_factory):
     config = street_config(scratch_dir() / "ddp_runs", [
         "run.name=ddp", "train.epochs=2", "train.max_steps_per_epoch=2", "data.batch_size=4",
         "log.tensorboard=true", "optim.lr=2e-3",
+        "train.resume_every_steps=1",  # mid-epoch resume states too: their collectives must not hang
     ])
     ensure_synthetic_dataset(config.data)  # not inside the timed child processes
     config_file = root / "ddp.yaml"
@@ -77,6 +80,7 @@ def test_two_processes_train_and_write_one_checkpoint_set(ddp_run):
     assert history[-1]["counters"]["nonfinite_loss"] == 1
     state = load_resume_state(run_dir)
     assert state.world_size == 2 and len(state.rng) == 2
+    assert state.step_in_epoch == 0 and not state.epoch_sums  # the last one written is the end of epoch 2
     assert process.stdout.count("run directory") == 1  # one summary, from rank 0
 
 

@@ -134,6 +134,7 @@ def test_decoding_cached_features_equals_running_the_model(model, images, tmp_pa
         assert torch.equal(item["depth"], torch.flip(depth, dims=(-1,)) if item["flipped"] else depth)
 
 
+@pytest.mark.slow
 def test_training_with_the_cache_fills_once_and_reuses(tmp_path):
     overrides = ["data.feature_cache=" + str(tmp_path / "cache"), "train.epochs=1", "train.max_steps_per_epoch=2",
                  "data.batch_size=4", "log.tensorboard=false", "data.val_fraction=0.1"]

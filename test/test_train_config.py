@@ -67,6 +67,8 @@ def test_unknown_keys_and_bad_values_are_refused():
         load_config(None, ["train.amp=fp8"])
     with pytest.raises(ConfigError, match="val.protocol must be one of"):
         load_config(None, ["val.protocol=imagenet"])
+    with pytest.raises(ConfigError, match="train.resume_every_steps must be >= 0"):
+        load_config(None, ["train.resume_every_steps=-1"])
 
 
 def test_schedule_warmup_cosine_floor():
@@ -105,6 +107,8 @@ def test_resume_config_check_names_differing_keys():
         check_resume_config(saved, load_config(None, ["optim.lr=2e-4", "data.batch_size=8"]).to_dict())
     message = str(info.value)
     assert "optim.lr" in message and "data.batch_size" in message and "epochs" not in message
-    harmless = check_resume_config(saved, load_config(None, ["train.epochs=30", "log.every_steps=5"]).to_dict())
+    harmless = check_resume_config(saved, load_config(None, ["train.epochs=30", "log.every_steps=5",
+                                                             "train.resume_every_steps=500"]).to_dict())
     assert any("train.epochs" in line for line in harmless) and any("log.every_steps" in line for line in harmless)
+    assert any("train.resume_every_steps" in line for line in harmless)  # only when the state is written
     assert math.isclose(load_config(None).optim.lr, 1e-4)

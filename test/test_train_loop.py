@@ -18,7 +18,9 @@ from space_clip_ros.training.checkpointing import RESUME_FILE, load_resume_state
 from space_clip_ros.training.data_setup import eval_dataset
 from space_clip_ros.training.evaluate import evaluate_model, predict_depth
 from space_clip_ros.training.protocol import evaluate_prediction
-from space_clip_ros.training.trainer import RANDOM_BACKBONE_FILE
+from space_clip_ros.training.run_setup import RANDOM_BACKBONE_FILE
+
+pytestmark = pytest.mark.slow  # every test here reads the shared eight-epoch run (about 40 s on two cores)
 
 
 @pytest.fixture(scope="module")

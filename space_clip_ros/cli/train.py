@@ -3,7 +3,8 @@
 Examples:
   space-clip-train --config config/train/synthetic.yaml
   space-clip-train --config config/train/nyu.yaml data.data_path=/data/nyu/sync optim.lr=2e-4
-  space-clip-train --resume runs/nyu                      # continue a stopped run exactly
+  space-clip-train --resume runs/nyu                      # continue a stopped (or killed) run exactly
+  space-clip-train --config config/train/nyu.yaml train.resume_every_steps=200   # resume state every 200 steps
   torchrun --nproc_per_node=8 -m space_clip_ros.cli.train --config config/train/kitti.yaml
 
 Overrides are dotted ``key=value`` pairs of the config (values read as YAML: ``[352, 704]``,
@@ -65,9 +66,10 @@ def prepare(args: argparse.Namespace):
         run_dir = resume_path(args.resume).parent
         if args.out and Path(args.out).resolve() != run_dir.resolve():
             raise ResumeError(f"--out {args.out} differs from the resumed run's directory {run_dir}")
-        if state.epoch > config.train.epochs:
-            raise ResumeError(f"the run already completed {state.epoch} epochs, more than train.epochs="
-                              f"{config.train.epochs}")
+        # A state saved in the middle of epoch train.epochs + 1 would otherwise be skipped silently.
+        if state.epoch > config.train.epochs or (state.epoch == config.train.epochs and state.step_in_epoch):
+            done = f"{state.epoch} epochs" + (" and part of the next" if state.step_in_epoch else "")
+            raise ResumeError(f"the run already completed {done}, more than train.epochs={config.train.epochs}")
         return config, run_dir, state
     if not args.config:
         raise ConfigError("--config is required (unless --resume names a run)")

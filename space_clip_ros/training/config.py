@@ -28,10 +28,12 @@ from .losses import LossConfig
 from .protocol import protocol_names
 
 # Keys whose change is allowed when a run is resumed: they do not change what the run computes
-# (``train.epochs`` changes the schedule's length from the resume point on; see docs/training.md).
+# (``train.epochs`` changes the schedule's length from the resume point on; see docs/training.md;
+# ``train.resume_every_steps`` only changes when the resume state is written).
 RESUME_HARMLESS_KEYS: tuple[str, ...] = (
     "run.out_dir",
     "train.epochs",
+    "train.resume_every_steps",
     "data.num_workers",
     "val.num_workers",
     "val.batch_size",
@@ -161,6 +163,8 @@ class TrainSection:
         deterministic: ``torch.use_deterministic_algorithms`` (warn-only on CUDA, where some
             upsampling backward kernels have no deterministic version).
         max_steps_per_epoch: cap the iterations of an epoch (smoke tests); ``null`` = whole epoch.
+        resume_every_steps: also write the resume state every N optimiser steps (a killed run then
+            loses at most N steps); 0 = only after each epoch.
     """
 
     epochs: int = 20
@@ -168,6 +172,7 @@ class TrainSection:
     amp: str = "off"
     deterministic: bool = False
     max_steps_per_epoch: int | None = None
+    resume_every_steps: int = 0
 
 
 @dataclass
@@ -251,6 +256,9 @@ def validate(config: TrainConfig) -> None:
         problems.append(f"train.amp must be one of {AMP_MODES}, got {train.amp!r}")
     if train.epochs <= 0:
         problems.append(f"train.epochs must be > 0, got {train.epochs}")
+    if train.resume_every_steps < 0:
+        problems.append(f"train.resume_every_steps must be >= 0 (0 = after each epoch only), "
+                        f"got {train.resume_every_steps}")
     if not 0.0 <= optim.warmup_fraction < 1.0:
         problems.append(f"optim.warmup_fraction must be in [0, 1), got {optim.warmup_fraction}")
     if not 0.0 <= optim.ema_decay < 1.0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,15 +164,16 @@ def cache_augment(augment: AugmenterConfig) -> AugmenterConfig:
 
 
 def train_dataset(
-    data: DataConfig, paths: DataPaths, split_file: Path, min_depth: float, max_depth: float, seed: int,
-    augment: AugmenterConfig | None = None,
+    data: DataConfig, paths: DataPaths, entries: Sequence[SplitEntry], min_depth: float, max_depth: float,
+    seed: int, augment: AugmenterConfig | None = None, list_name: Path | None = None,
 ) -> DepthDataset:
+    """The training dataset over ``entries`` (``list_name``: the file they were saved to, for messages)."""
     return DepthDataset(
         DepthDatasetConfig(
             kind=data.dataset,  # type: ignore[arg-type]
             data_path=paths.data_path,
             gt_path=paths.gt_path,
-            split_file=split_file,
+            split_file=list_name,
             depth_scale=data.depth_scale,
             min_depth=min_depth,
             max_depth=max_depth,
@@ -179,14 +181,19 @@ def train_dataset(
             augment=augment if augment is not None else data.augment,
             kb_crop=data.kb_crop,
             seed=seed,
-        )
+        ),
+        entries=entries,
     )
 
 
 def eval_dataset(
-    kind: str, data_path: Path, gt_path: Path, split_file: Path | None, depth_scale: float | None = None
+    kind: str, data_path: Path, gt_path: Path, split_file: Path | None, depth_scale: float | None = None,
+    entries: Sequence[SplitEntry] | None = None,
 ) -> DepthDataset:
-    """Full images and raw depth (crops and depth caps belong to the protocol)."""
+    """Full images and raw depth (crops and depth caps belong to the protocol).
+
+    ``entries``: the list itself (``split_file`` then only names it); otherwise ``split_file`` is read.
+    """
     return DepthDataset(
         DepthDatasetConfig(
             kind=kind,  # type: ignore[arg-type]
@@ -195,5 +202,6 @@ def eval_dataset(
             split_file=split_file,
             depth_scale=depth_scale,
             mode="eval",
-        )
+        ),
+        entries=entries,
     )

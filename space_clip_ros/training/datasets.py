@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -69,7 +70,9 @@ class DepthDatasetConfig:
         data_path: root the split's RGB paths are relative to (KITTI raw root, NYU ``sync`` or
             ``official_splits/test``, or the folder dataset's root).
         gt_path: root of the depth paths; defaults to ``data_path``.
-        split_file: BTS split file; optional for ``folder`` (then every ``rgb/`` file is used).
+        split_file: BTS split file; optional for ``folder`` (then every ``rgb/`` file is used) and
+            when the dataset is given its entries directly (then it is not read; see
+            :class:`DepthDataset`).
         depth_scale: PNG value / depth_scale = metres; default 256 (KITTI), 1000 (NYU) or the
             folder's ``intrinsics.yaml``.
         min_depth, max_depth: valid depth range in training mode (max default 80 KITTI, 10 NYU,
@@ -104,8 +107,6 @@ class DepthDatasetConfig:
             raise ValueError(f"unknown dataset kind {self.kind!r}; expected kitti, nyu or folder")
         if self.mode not in ("train", "eval"):
             raise ValueError(f"unknown mode {self.mode!r}; expected train or eval")
-        if self.split_file is None and self.kind != "folder":
-            raise ValueError(f"a {self.kind} dataset needs a split_file")
 
 
 @dataclass
@@ -142,15 +143,24 @@ def _kb_crop(image: np.ndarray, depth: np.ndarray, size: tuple[int, int]) -> tup
 
 
 class DepthDataset(Dataset):
-    """RGB-D samples from a split file (or a folder), robust to bad files. See the module docstring."""
+    """RGB-D samples from a split file (or a folder), robust to bad files. See the module docstring.
 
-    def __init__(self, config: DepthDatasetConfig) -> None:
+    Args:
+        config: where the dataset lives and how to read it.
+        entries: the samples themselves, when the caller already has them (the trainer's list
+            after the validation holdout); ``config.split_file`` is then not read, and only names
+            the list in messages.
+    """
+
+    def __init__(self, config: DepthDatasetConfig, entries: Sequence[SplitEntry] | None = None) -> None:
+        if entries is None and config.split_file is None and config.kind != "folder":
+            raise ValueError(f"a {config.kind} dataset needs a split_file (or its entries)")
         self.config = config
         self.data_root = Path(config.data_path)
         self.gt_root = Path(config.gt_path) if config.gt_path is not None else self.data_root
         self.expected_size: tuple[int, int] | None = None  # (H, W) every image must have, if known
         self.folder_meta: FolderMeta | None = None  # intrinsics.yaml of a folder dataset
-        entries = self._read_entries()
+        entries = self._read_entries() if entries is None else self._given_entries(entries)
         self.entries: list[SplitEntry] = [entry for entry in entries if entry.depth_path is not None]
         self.no_ground_truth = len(entries) - len(self.entries)
         if not self.entries:
@@ -188,14 +198,21 @@ class DepthDataset(Dataset):
         config = self.config
         if config.kind != "folder":
             return parse_split_file(config.split_file)
+        self._read_folder_meta()
+        if config.split_file is not None:
+            return parse_split_file(config.split_file)
+        focal = self.folder_meta.intrinsics.fx
+        return [SplitEntry(rgb, depth, focal) for rgb, depth in list_folder_frames(self.data_root)]
+
+    def _given_entries(self, entries: Sequence[SplitEntry]) -> list[SplitEntry]:
+        if self.config.kind == "folder":
+            self._read_folder_meta()  # the camera's size and depth scale still come from the folder
+        return list(entries)
+
+    def _read_folder_meta(self) -> None:
         self.folder_meta = read_folder_meta(self.data_root)
         camera = self.folder_meta.intrinsics
         self.expected_size = (camera.height, camera.width)
-        if config.split_file is not None:
-            return parse_split_file(config.split_file)
-        return [
-            SplitEntry(rgb, depth, camera.fx) for rgb, depth in list_folder_frames(self.data_root)
-        ]
 
     def _depth_scale(self) -> float:
         if self.config.depth_scale is not None:
