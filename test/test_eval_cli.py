@@ -11,7 +11,7 @@ import torch
 from test_train_helpers import trained_run
 
 from space_clip_ros.cli.evaluate import main as eval_main
-from space_clip_ros.model.decoder import DecoderOutput
+from space_clip_ros.model import SpaceClipOutput
 from space_clip_ros.training.config import dump_yaml
 from space_clip_ros.training.evaluate import evaluate_decoders
 from space_clip_ros.training.protocol import get_protocol
@@ -28,7 +28,7 @@ class ConstantDecoder(torch.nn.Module):
     def forward(self, hidden, global_features, grid, size, with_aux=False):
         self.sizes.append(tuple(size))
         ramp = torch.linspace(0.0, self.ramp, size[1]).expand(global_features.shape[0], 1, *size)
-        return DecoderOutput(depth=torch.full_like(ramp, self.value) + ramp)
+        return SpaceClipOutput(depth=torch.full_like(ramp, self.value) + ramp, global_features=global_features)
 
 
 class TinySet(torch.utils.data.Dataset):

@@ -21,7 +21,6 @@ from torch import nn
 from space_clip_ros.data.frame_sources import camera_from_fov
 from space_clip_ros.inference.benchmarking.synthetic import make_decoder_realistic, synthetic_camera_image
 from space_clip_ros.inference.benchmarking.timing import TimingStats, time_interleaved, torch_threads
-from space_clip_ros.inference.device_pointcloud import DevicePointCloudBuilder
 from space_clip_ros.inference.rewrites.attention import SdpaSelfAttention, replace_multihead_attention
 from space_clip_ros.inference.rewrites.fusion import fold_batch_norms, remaining_batch_norms
 from space_clip_ros.inference.rewrites.resize import MatrixResize
@@ -35,6 +34,7 @@ from space_clip_ros.inference.runtime.options import (
 from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.model import SpaceClip
 from space_clip_ros.msgs import CameraIntrinsics
+from space_clip_ros.outputs.device_cloud import DevicePointCloudBuilder
 
 EXACT_MEDIAN_RELATIVE = 1e-5
 EXACT_MAX_ABS_M = 1e-3
@@ -271,7 +271,8 @@ def test_onnxruntime_backend_runs_a_given_file_and_refuses_foreign_graphs(tmp_pa
 def test_device_point_cloud_equals_numpy_builder():
     from std_msgs.msg import Header
 
-    from space_clip_ros.msgs import PointCloudBuilder, pointcloud2_to_xyz_grid
+    from space_clip_ros.msgs import pointcloud2_to_xyz_grid
+    from space_clip_ros.outputs.cloud import PointCloudBuilder
 
     rng = np.random.default_rng(0)
     depth = rng.uniform(0.5, 8.0, (30, 40)).astype(np.float32)
@@ -360,6 +361,7 @@ class _FakeCuda:
 
 
 def test_cuda_graph_outputs_are_copied_out_before_the_next_replay(monkeypatch):
+    from space_clip_ros.inference.runtime.prediction import Prediction
     from space_clip_ros.inference.runtime.torch_engine import TorchEngine, _GraphedForward
 
     cuda = _FakeCuda(monkeypatch)
@@ -370,7 +372,7 @@ def test_cuda_graph_outputs_are_copied_out_before_the_next_replay(monkeypatch):
         cuda.launch(lambda: depth.copy_(pixels.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1).expand_as(depth)))
         if embedding is not None:
             cuda.launch(lambda: embedding.copy_(pixels.mean(dim=(2, 3))))
-        return depth, embedding
+        return Prediction(depth=depth[:, 0], embedding=embedding)  # a view of the graph's buffer, as the model's
 
     engine = TorchEngine.__new__(TorchEngine)  # only the output handling of run() is under test
     engine._forward, engine._outputs_reused = _GraphedForward(forward), True
@@ -380,9 +382,9 @@ def test_cuda_graph_outputs_are_copied_out_before_the_next_replay(monkeypatch):
     assert cuda.captures == 1 and cuda.devices == [ones.device, twos.device]  # capture and replay on its device
     assert (first.depth == 1.0).all() and (first.embedding == 1.0).all(), "the replay overwrote a held result"
     assert (second.depth == 2.0).all() and (second.embedding == 2.0).all()
-    assert first.depth.dtype == torch.float32 and first.depth.shape == (2, 1, 4, 5)
+    assert first.depth.dtype == torch.float32 and first.depth.shape == (2, 4, 5)  # (B, H, W), as Prediction
     third = engine.run(twos[:1], (6, 7), with_embedding=False)  # other batch and size: another graph
-    assert cuda.captures == 2 and third.depth.shape == (1, 1, 6, 7) and third.embedding is None
+    assert cuda.captures == 2 and third.depth.shape == (1, 6, 7) and third.embedding is None
     assert (third.depth == 2.0).all() and (first.depth == 1.0).all()
 
 

@@ -1,4 +1,5 @@
-"""Depth -> PointCloud2: geometry against a per-pixel reference, depth_image_proc's layout, readers."""
+"""Depth -> PointCloud2 (msgs.pointcloud geometry and layout, outputs.cloud builder): geometry against a
+per-pixel reference, depth_image_proc's layout, readers."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ from std_msgs.msg import Header
 
 from space_clip_ros.msgs import (
     CameraIntrinsics,
-    PointCloudBuilder,
     PointCloudError,
     backproject_depth,
     pointcloud2_to_rgb,
     pointcloud2_to_xyz,
     pointcloud2_to_xyz_grid,
 )
+from space_clip_ros.outputs.cloud import PointCloudBuilder
 
 TUM_DEPTH = Path("/work/shared/data/real_rgbd/tum_5000/depth_1.png")
 TUM_INTRINSICS = CameraIntrinsics(fx=520.9, fy=521.0, cx=325.1, cy=249.7, width=640, height=480)

@@ -1,4 +1,5 @@
-"""One frame through DepthFrameProcessor (the node's work, without rclpy or DDS)."""
+"""One frame through DepthFrameProcessor (the node's work, without rclpy or DDS): outputs.frame_processor,
+outputs.builder, outputs.calibration."""
 
 from __future__ import annotations
 
@@ -26,15 +27,12 @@ from space_clip_ros.msgs import (
     pointcloud2_to_rgb,
     pointcloud2_to_xyz_grid,
 )
+from space_clip_ros.outputs.builder import DepthOutputBuilder
+from space_clip_ros.outputs.calibration import CameraCalibration
+from space_clip_ros.outputs.frame_processor import DepthFrameProcessor
+from space_clip_ros.outputs.messages import EMBEDDING_LABEL
+from space_clip_ros.outputs.options import OutputOptions
 from space_clip_ros.ros.depth_node import EXIT_PARAMETER_ERROR, main
-from space_clip_ros.ros.frame_processor import (
-    EMBEDDING_LABEL,
-    CameraCalibration,
-    DepthFrameProcessor,
-    DepthOutputBuilder,
-    OutputSettings,
-)
-from space_clip_ros.ros.parameters import DepthNodeSettings
 
 HEIGHT, WIDTH = 64, 96
 FRAME = "camera_color_optical_frame"
@@ -52,8 +50,8 @@ def processor(predictor):
     return DepthFrameProcessor(predictor)
 
 
-def settings(**values) -> DepthNodeSettings:
-    return DepthNodeSettings.from_values({"max_depth": 3.0, **values})
+def settings(**values) -> OutputOptions:
+    return OutputOptions.from_values({"max_depth": 3.0, **values})
 
 
 def calibration(width=WIDTH, height=HEIGHT, fx=80.0, scale=1.0) -> CameraCalibration:
@@ -174,8 +172,7 @@ def test_output_step_alone_takes_numpy_or_tensor_depth_as_the_processor_does(pro
     depth = predictor.infer(rgb[None], output_size=(HEIGHT, WIDTH)).depth[0]
     builder = DepthOutputBuilder(predictor.record)
     for given in (depth, depth.numpy()):
-        out = builder.build(given, message.header, calibration(), OutputSettings.from_node_settings(node_settings),
-                            rgb=rgb)
+        out = builder.build(given, message.header, calibration(), node_settings, rgb=rgb)
         assert out.depth_scale == expected.depth_scale != 1.0
         assert out.depth_image.header == expected.depth_image.header == out.points.header
         assert out.depth_image.header.frame_id == "out_frame"
@@ -198,7 +195,7 @@ def test_cloud_built_on_the_device_equals_the_numpy_cloud(processor, predictor):
     low, high = np.quantile(depth.numpy(), [0.2, 0.8])  # limits that cut points on both sides
     ranged = {"min_depth": float(low), "points_max_range": float(high), "focal_rescale": False}
     for values, expected_scale in (({}, 0.8), (ranged, 1.0)):  # focal rescaling on, then range limits
-        output_settings = OutputSettings.from_node_settings(settings(**values))
+        output_settings = settings(**values)
         on_host = DepthOutputBuilder(predictor.record, cloud_on_device=False).build(
             depth, message.header, calibration(), output_settings)
         on_device = DepthOutputBuilder(predictor.record, cloud_on_device=True).build(
@@ -225,8 +222,8 @@ def test_clock_charges_each_stage_of_a_frame(processor):
 
 
 def test_bad_input_raises_errors_that_say_what_is_wrong(processor):
-    with pytest.raises(ImageConversionError, match="unsupported encoding 'yuv422'"):
-        processor.process(raw_image_message("yuv422", 4, 4, 8, bytes(32), make_stamp(1), FRAME), None, settings())
+    with pytest.raises(ImageConversionError, match="unsupported encoding '32FC1'"):
+        processor.process(raw_image_message("32FC1", 4, 4, 16, bytes(64), make_stamp(1), FRAME), None, settings())
     with pytest.raises(ImageConversionError, match="empty"):
         processor.process(raw_image_message("rgb8", 0, 0, 0, b"", make_stamp(1), FRAME), None, settings())
     with pytest.raises(CameraInfoError, match="fx = 0.0"):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from rcl_interfaces.msg import ParameterType
 
+from space_clip_ros.outputs.options import OPTIONS, OutputOptions
 from space_clip_ros.ros import camera_simulator
 from space_clip_ros.ros.parameter_table import markdown_table
 from space_clip_ros.ros.parameters import (
@@ -38,7 +39,22 @@ READ_ONLY = {"checkpoint", "backbone", "pretrained", "vision_overrides", "device
 def test_table_names_are_unique_and_match_the_settings_snapshot():
     names = [spec.name for spec in PARAMETERS]
     assert len(names) == len(set(names))
-    assert names == [f.name for f in dataclasses.fields(DepthNodeSettings)]
+    own = [f.name for f in dataclasses.fields(DepthNodeSettings) if f.name != "outputs"]
+    assert names == own + [f.name for f in dataclasses.fields(OutputOptions)]
+    assert list(DepthNodeSettings.defaults().values()) == names
+
+
+def test_output_parameters_are_the_output_options():
+    """One definition: every output option is a runtime parameter with its name, default and rules."""
+    specs = {spec.name: spec for spec in PARAMETERS}
+    for option in OPTIONS:
+        spec = specs[option.name]
+        assert (spec.default, spec.description, spec.group, spec.read_only) == (
+            option.default, option.description, option.group, not option.runtime)
+        assert (spec.min_value, spec.max_value, spec.choices, spec.constraint_text) == (
+            option.min_value, option.max_value, option.choices, option.constraint_text)
+    settings = DepthNodeSettings.from_values({"points_stride": 4, "max_depth": 20})
+    assert settings.outputs == OutputOptions(points_stride=4, max_depth=20.0)
 
 
 def test_what_may_change_at_runtime():
@@ -122,16 +138,16 @@ def test_rules_between_parameters():
 
 def test_settings_snapshot():
     settings = DepthNodeSettings.defaults()
-    assert settings.output_size is None
-    assert settings.cloud_max_range == settings.max_depth
+    assert settings.outputs.output_size is None
+    assert settings.outputs.cloud_max_range == settings.outputs.max_depth
     assert settings.vision_overrides_dict == {}
     changed = DepthNodeSettings.from_values({"output_width": 320, "output_height": 240, "points_max_range": 5,
                                              "vision_overrides": '{"width": 64}', "max_depth": 20})
-    assert changed.output_size == (240, 320)
-    assert changed.cloud_max_range == 5.0 and isinstance(changed.points_max_range, float)
-    assert isinstance(changed.max_depth, float)
+    assert changed.outputs.output_size == (240, 320)
+    assert changed.outputs.cloud_max_range == 5.0 and isinstance(changed.outputs.points_max_range, float)
+    assert isinstance(changed.outputs.max_depth, float)
     assert changed.vision_overrides_dict == {"width": 64}
-    assert changed.replace(points_max_range=0.0).cloud_max_range == 20.0
+    assert changed.replace(points_max_range=0.0).outputs.cloud_max_range == 20.0
 
 
 def test_markdown_table_has_one_row_per_parameter():

@@ -12,6 +12,7 @@ Modules (one job each):
 * ``bag_depth``: the pipeline of ``space-clip-bag``: every image of a topic through the predictor
   in batches, depth image + depth camera info + point cloud written beside the unchanged originals.
 
-No rclpy node or context is created here; each image's output messages are built by the depth
-node's own output step (``ros.frame_processor.DepthOutputBuilder``).
+No rclpy node or context is created here, and nothing of ``ros`` is imported; each image's output
+messages are built by the depth node's own output step (``outputs.builder.DepthOutputBuilder``)
+from the same output options (``outputs.options.OutputOptions``).
 """

@@ -8,10 +8,12 @@ CameraInfo (K scaled to the depth map) and the point cloud are written with the 
 stamp and the image's log time. Writing out of log-time order is fine: MCAP and SQLite3 readers
 order messages by log time.
 
-Per frame the outputs are what the depth node publishes for the same frame: they are built by
-the node's own output step (:class:`~space_clip_ros.ros.frame_processor.DepthOutputBuilder`: focal
-rescaling, [min_depth, max_depth] validity, messages). A damaged input is read up to the damage;
-the batch in hand is finished and the output bag closed properly.
+Per frame the outputs are what the depth node publishes for the same frame with the same output
+options: they are built by the node's own output step
+(:class:`~space_clip_ros.outputs.builder.DepthOutputBuilder`: focal rescaling, [min_depth,
+max_depth] validity, messages) from :class:`~space_clip_ros.outputs.options.OutputOptions`. A
+damaged input is read up to the damage; the batch in hand is finished and the output bag closed
+properly.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from __future__ import annotations
 import bisect
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rosbags.interfaces import Connection
@@ -33,18 +37,17 @@ from space_clip_ros.bags.reading import BagSource
 from space_clip_ros.bags.writing import BagSink, typestore_for
 from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.msgs import CameraInfoError
-from space_clip_ros.ros.frame_processor import (
-    CameraCalibration,
-    DepthOutputBuilder,
-    OutputSettings,
-    decode_image,
-)
-from space_clip_ros.ros.parameters import PARAMETERS_BY_NAME
+from space_clip_ros.msgs.header import stamp_ns
+from space_clip_ros.outputs.builder import DepthOutputBuilder
+from space_clip_ros.outputs.calibration import CameraCalibration
+from space_clip_ros.outputs.messages import decode_image
+from space_clip_ros.outputs.options import OptionValue, OutputOptions
+
+if TYPE_CHECKING:
+    from space_clip_ros.model import CheckpointRecord
 
 logger = logging.getLogger(__name__)
 
-#: Depth range of the depth node's defaults, used when the decoder records none (no checkpoint).
-DEFAULT_DEPTH_RANGE = (PARAMETERS_BY_NAME["min_depth"].default, PARAMETERS_BY_NAME["max_depth"].default)
 IMAGE_TYPES = (cdr.IMAGE_TYPE, cdr.COMPRESSED_IMAGE_TYPE)
 
 
@@ -61,13 +64,10 @@ class BagDepthOptions:
         camera_info_topic: its CameraInfo; None: ``<namespace>/camera_info`` when the bag has it.
         depth_topic, depth_info_topic, points_topic: output topics; None: ``<namespace>/depth/image``,
             ``<namespace>/depth/camera_info``, ``<namespace>/points`` (the depth node's names).
-        publish_points: write point clouds (needs camera info).
         batch_size: images per predictor call.
-        depth_encoding: 32FC1 (metres, NaN invalid) or 16UC1 (millimetres, 0 invalid).
-        min_depth, max_depth: valid range in metres; None: the checkpoint's training range.
-        focal_rescale: rescale depth by the camera's focal length relative to the training camera's.
-        points_stride, points_organized, points_rgb: point cloud layout, as the node's parameters.
-        frame_id: frame of the outputs; empty: the image's.
+        outputs: output options given (:class:`~space_clip_ros.outputs.options.OutputOptions` field
+            names, the depth node's parameter names): the others take OutputOptions' defaults, and
+            ``min_depth`` / ``max_depth`` the checkpoint's training range (see :meth:`output_options`).
         storage: ``mcap`` or ``sqlite3`` for the output; None: the input's.
         overwrite: replace an existing output bag.
         progress: show a progress bar.
@@ -78,19 +78,17 @@ class BagDepthOptions:
     depth_topic: str | None = None
     depth_info_topic: str | None = None
     points_topic: str | None = None
-    publish_points: bool = True
     batch_size: int = 4
-    depth_encoding: str = "32FC1"
-    min_depth: float | None = None
-    max_depth: float | None = None
-    focal_rescale: bool = True
-    points_stride: int = 1
-    points_organized: bool = True
-    points_rgb: bool = False
-    frame_id: str = ""
+    outputs: Mapping[str, OptionValue] = field(default_factory=dict)
     storage: str | None = None
     overwrite: bool = False
     progress: bool = True
+
+    def output_options(self, record: CheckpointRecord | None) -> OutputOptions:
+        """The outputs' options for a decoder trained as ``record`` says (None: no checkpoint):
+        the depth range it was trained for unless given, everything else as given or by default."""
+        trained = {} if record is None else {"min_depth": record.min_depth, "max_depth": record.max_depth}
+        return OutputOptions.from_values({**trained, **self.outputs})
 
 
 @dataclass(frozen=True)
@@ -188,7 +186,8 @@ def plan_topics(options: BagDepthOptions, topic_types: dict[str, str]) -> TopicP
         depth_info=options.depth_info_topic or f"{namespace}/depth/camera_info",
         points=options.points_topic or f"{namespace}/points",
     )
-    outputs = [plan.depth, plan.depth_info] + ([plan.points] if options.publish_points else [])
+    publish_points = options.output_options(None).publish_points
+    outputs = [plan.depth, plan.depth_info] + ([plan.points] if publish_points else [])
     clashes = [t for t in outputs if t in topic_types]
     if clashes or len(set(outputs)) != len(outputs):
         raise BagDepthError(
@@ -196,10 +195,6 @@ def plan_topics(options: BagDepthOptions, topic_types: dict[str, str]) -> TopicP
             "pick others with --depth-topic / --depth-info-topic / --points-topic"
         )
     return plan
-
-
-def _stamp_ns(header: Header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 class CameraInfoIndex:
@@ -214,7 +209,7 @@ class CameraInfoIndex:
         return len(self._infos)
 
     def add(self, info: CameraInfo, log_time_ns: int) -> None:
-        self._by_stamp[_stamp_ns(info.header)] = info
+        self._by_stamp[stamp_ns(info.header.stamp)] = info
         position = bisect.bisect(self._log_times, log_time_ns)
         self._log_times.insert(position, log_time_ns)
         self._infos.insert(position, info)
@@ -243,6 +238,7 @@ class _DepthWriter:
         self,
         predictor: DepthPredictor,
         options: BagDepthOptions,
+        output_options: OutputOptions,
         plan: TopicPlan,
         sink: BagSink,
         outputs: dict[str, Connection],
@@ -251,6 +247,7 @@ class _DepthWriter:
     ) -> None:
         self._predictor = predictor
         self._options = options
+        self._output_options = output_options
         self._sink = sink
         self._outputs = outputs
         self._camera_infos = camera_infos
@@ -258,25 +255,6 @@ class _DepthWriter:
         self._builder = DepthOutputBuilder(predictor.record)
         self._batch: list[_Frame] = []
         self._image_class = CompressedImage if plan.image_type == cdr.COMPRESSED_IMAGE_TYPE else Image
-        record = predictor.record
-        trained = (record.min_depth, record.max_depth) if record is not None else DEFAULT_DEPTH_RANGE
-        self.min_depth = options.min_depth if options.min_depth is not None else trained[0]
-        self.max_depth = options.max_depth if options.max_depth is not None else trained[1]
-        if not 0.0 <= self.min_depth < self.max_depth:
-            raise BagDepthError(f"need 0 <= min_depth < max_depth, got {self.min_depth} and {self.max_depth}")
-        self._settings = OutputSettings(
-            min_depth=self.min_depth,
-            max_depth=self.max_depth,
-            depth_encoding=options.depth_encoding,
-            frame_id=options.frame_id,
-            focal_rescale=options.focal_rescale,
-            publish_points="points" in outputs,
-            points_organized=options.points_organized,
-            points_stride=options.points_stride,
-            points_rgb=options.points_rgb,
-            cloud_max_range=self.max_depth,
-            colormap=None,
-        )
         self._bad_camera_info_warned = False
 
     def add(self, log_time_ns: int, raw: bytes) -> None:
@@ -304,7 +282,7 @@ class _DepthWriter:
                 self._write_outputs(frame, depth)
 
     def _calibration(self, frame: _Frame) -> CameraCalibration | None:
-        info = self._camera_infos.for_image(_stamp_ns(frame.header), frame.log_time_ns)
+        info = self._camera_infos.for_image(stamp_ns(frame.header.stamp), frame.log_time_ns)
         if info is None:
             return None
         try:
@@ -319,7 +297,7 @@ class _DepthWriter:
         calibration = self._calibration(frame)
         if calibration is None:
             self._report.images_without_camera_info += 1
-        outputs = self._builder.build(depth, frame.header, calibration, self._settings, rgb=frame.rgb)
+        outputs = self._builder.build(depth, frame.header, calibration, self._output_options, rgb=frame.rgb)
         log_time = frame.log_time_ns
         self._sink.write(self._outputs["depth"], log_time, cdr.encode(outputs.depth_image))
         self._report.depth_images += 1
@@ -358,6 +336,10 @@ def add_depth_to_bag(
     """
     if options.batch_size < 1:
         raise BagDepthError(f"batch size must be >= 1, got {options.batch_size}")
+    output_options = options.output_options(predictor.record)
+    reason = output_options.problem()
+    if reason is not None:
+        raise BagDepthError(f"output options: {reason}")
     started = time.perf_counter()
     report = BagDepthReport(Path(input_path), Path(output_path))
     with BagSource(input_path) as source:
@@ -380,10 +362,10 @@ def add_depth_to_bag(
             if camera_infos:  # without calibration there is nothing to write on these topics
                 outputs["depth_info"] = sink.add_topic(plan.depth_info, cdr.CAMERA_INFO_TYPE,
                                                        like.get(cdr.CAMERA_INFO_TYPE))
-                if options.publish_points:
+                if output_options.publish_points:
                     outputs["points"] = sink.add_topic(plan.points, cdr.POINT_CLOUD_TYPE,
                                                        like.get(cdr.POINT_CLOUD_TYPE))
-            writer = _DepthWriter(predictor, options, plan, sink, outputs, camera_infos, report)
+            writer = _DepthWriter(predictor, options, output_options, plan, sink, outputs, camera_infos, report)
             total = sum(c.msgcount for c in source.connections if c.topic == plan.image) or None
             stream = source.stream()
             with tqdm(total=total, unit="img", desc="depth", disable=not options.progress) as progress:

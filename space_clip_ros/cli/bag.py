@@ -22,8 +22,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from ..msgs import DEPTH_ENCODINGS
-from .common import add_model_arguments, backbone_from_args, setup_logging
+from .common import add_model_arguments, add_output_arguments, backbone_from_args, output_values, setup_logging
 
 if TYPE_CHECKING:
     from ..bags.bag_depth import BagDepthOptions
@@ -48,22 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--depth-topic", help="output depth image (default: <namespace>/depth/image)")
     topics.add_argument("--depth-info-topic", help="output CameraInfo (default: <namespace>/depth/camera_info)")
     topics.add_argument("--points-topic", help="output PointCloud2 (default: <namespace>/points)")
-    topics.add_argument("--no-points", action="store_true", help="do not write point clouds")
     add_model_arguments(parser)
     run = parser.add_argument_group("inference")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     run.add_argument("--batch-size", type=int, default=4, help="images per model call (default: 4)")
-    output = parser.add_argument_group("outputs")
-    output.add_argument("--depth-encoding", choices=DEPTH_ENCODINGS, default="32FC1",
-                        help="32FC1 metres (NaN invalid) or 16UC1 millimetres (0 invalid)")
-    output.add_argument("--min-depth", type=float, help="valid depth range, metres (default: the checkpoint's)")
-    output.add_argument("--max-depth", type=float, help="valid depth range, metres (default: the checkpoint's)")
-    output.add_argument("--no-focal-rescale", action="store_true",
-                        help="do not rescale depth by the camera's focal length relative to the training camera's")
-    output.add_argument("--points-stride", type=int, default=1, help="use every Nth pixel for the cloud")
-    output.add_argument("--points-unorganized", action="store_true", help="clouds of valid points only (one row)")
-    output.add_argument("--points-rgb", action="store_true", help="add the packed rgb field to the clouds")
-    output.add_argument("--frame-id", default="", help="frame of the outputs (default: the image's)")
+    output = parser.add_argument_group("outputs (the depth node's parameters of the same names)")
+    add_output_arguments(output)
     output.add_argument("--storage", choices=("mcap", "sqlite3"), help="output storage (default: the input's)")
     output.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -80,16 +69,8 @@ def options_from_args(args: argparse.Namespace) -> BagDepthOptions:
         depth_topic=args.depth_topic,
         depth_info_topic=args.depth_info_topic,
         points_topic=args.points_topic,
-        publish_points=not args.no_points,
         batch_size=args.batch_size,
-        depth_encoding=args.depth_encoding,
-        min_depth=args.min_depth,
-        max_depth=args.max_depth,
-        focal_rescale=not args.no_focal_rescale,
-        points_stride=args.points_stride,
-        points_organized=not args.points_unorganized,
-        points_rgb=args.points_rgb,
-        frame_id=args.frame_id,
+        outputs=output_values(args),
         storage=args.storage,
         overwrite=args.overwrite,
         progress=not args.no_progress,
@@ -99,7 +80,7 @@ def options_from_args(args: argparse.Namespace) -> BagDepthOptions:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    if args.batch_size < 1 or args.points_stride < 1:
+    if args.batch_size < 1 or (args.points_stride is not None and args.points_stride < 1):
         print("space-clip-bag: error: --batch-size and --points-stride must be >= 1", file=sys.stderr)
         return EXIT_USAGE
 

@@ -234,19 +234,20 @@ def bench_pre_and_post(predictor: DepthPredictor, settings: Settings, image: np.
 def bench_frames(predictor: DepthPredictor, settings: Settings) -> list[dict]:
     """The node's per-frame path at each camera size, stage by stage, ending in serialised bytes.
 
-    Runs the node's own frame processor (``ros.frame_processor``) with its default outputs: a depth
+    Runs the node's own frame processor (``outputs.frame_processor``) with its default outputs: a depth
     Image and an organised xyz PointCloud2 (colour picture and embedding off).
     """
     from rclpy.serialization import serialize_message  # works without a running node
     from std_msgs.msg import Header
 
     from ..msgs import camera_info_from_intrinsics, rgb_to_image_msg
-    from ..ros.frame_processor import CameraCalibration, DepthFrameProcessor
-    from ..ros.parameters import DepthNodeSettings
+    from ..outputs.calibration import CameraCalibration
+    from ..outputs.frame_processor import DepthFrameProcessor
+    from ..outputs.options import OutputOptions
 
     synchronize = device_synchronizer(predictor.device)
     processor = DepthFrameProcessor(predictor)
-    node_settings = DepthNodeSettings.defaults().replace(
+    options = OutputOptions(
         publish_points=True, points_organized=True, points_stride=1, points_rgb=False,
         publish_colored=False, publish_embedding=False, output_width=0, output_height=0,
     )
@@ -260,7 +261,7 @@ def bench_frames(predictor: DepthPredictor, settings: Settings) -> list[dict]:
         for index in range(settings.warmup + settings.repeats):
             clock = StageClock(synchronize=synchronize)
             clock.start()
-            outputs = processor.process(image_msg, calibration, node_settings, clock)
+            outputs = processor.process(image_msg, calibration, options, clock)
             serialize_message(outputs.depth_image)
             serialize_message(outputs.points)
             clock.stamp("serialize")

@@ -1,8 +1,8 @@
-"""Helpers shared by the command-line tools.
+"""Helpers shared by the command-line tools: model arguments, output-option flags, logging.
 
-The model package (torch) is imported inside the functions that build its configurations: a tool
-that uses these helpers loads torch only once its arguments are parsed (``--help`` and argument
-errors stay fast).
+The model package (torch) is imported inside the functions that build its configurations, and the
+output options (messages, OpenCV) inside theirs: a tool that uses these helpers loads them only
+when it needs them (``--help`` and argument errors stay fast).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..model import BackboneConfig, DecoderConfig
+    from ..outputs.options import OptionValue
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -56,3 +57,30 @@ def decoder_from_args(args: argparse.Namespace) -> DecoderConfig | None:
     from ..model import DecoderConfig
 
     return DecoderConfig.from_dict(json.loads(args.decoder_config))
+
+
+def add_output_arguments(group: argparse._ArgumentGroup) -> None:
+    """One flag per output option that has one (``outputs.options``: name, help, type, choices).
+
+    A bool option gets a flag that flips its default (``--no-points``, ``--points-rgb``); others a
+    flag taking a value. A flag not given leaves its option out of :func:`output_values` (None).
+    """
+    from ..outputs.options import OPTIONS
+
+    for option in OPTIONS:
+        if option.flag is None:
+            continue
+        text = option.flag_help + (f" (default: {option.flag_default_text})" if option.flag_default_text else "")
+        if isinstance(option.default, bool):
+            group.add_argument(option.flag, dest=option.name, action="store_const", const=not option.default,
+                               default=None, help=text)
+        else:
+            group.add_argument(option.flag, dest=option.name, type=type(option.default),
+                               choices=option.choices or None, default=None, help=text)
+
+
+def output_values(args: argparse.Namespace) -> dict[str, OptionValue]:
+    """The output options given on the command line (flags of :func:`add_output_arguments`)."""
+    from ..outputs.options import OPTIONS
+
+    return {o.name: getattr(args, o.name) for o in OPTIONS if o.flag is not None and getattr(args, o.name) is not None}

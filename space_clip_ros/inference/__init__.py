@@ -10,7 +10,8 @@ from .runtime.options import (
     recommended_backend,
     unoptimized_options,
 )
-from .runtime.predictor import DepthPredictor, Prediction, create_predictor
+from .runtime.prediction import Prediction
+from .runtime.predictor import DepthPredictor, create_predictor
 
 __all__ = [
     "BACKENDS",

@@ -10,9 +10,9 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import BackboneConfig, DecoderConfig, ModelConfig, backbone_from_options
-from .decoder import DualPathwayDecoder
+from .decoder import DualPathwayDecoder, SpaceClipOutput
 from .factory import create_model, load_model, make_record
-from .space_clip import SpaceClip, SpaceClipOutput
+from .space_clip import SpaceClip
 
 __all__ = [
     "BackboneConfig",

@@ -27,8 +27,11 @@ from .layers import (
 
 
 @dataclass
-class DecoderOutput:
+class SpaceClipOutput:
+    """What the model (and its decoder alone, on cached features) returns for a batch."""
+
     depth: torch.Tensor  # (B, 1, H, W) metric depth in metres
+    global_features: torch.Tensor  # (B, width), pre-projection; ``model.image_embedding`` projects it
     aux: list[torch.Tensor] = field(default_factory=list)  # auxiliary depth maps (training only)
 
 
@@ -85,7 +88,7 @@ class DualPathwayDecoder(nn.Module):
         grid: tuple[int, int],
         output_size: tuple[int, int],
         with_aux: bool = False,
-    ) -> DecoderOutput:
+    ) -> SpaceClipOutput:
         """Decode encoder features.
 
         Args:
@@ -122,7 +125,7 @@ class DualPathwayDecoder(nn.Module):
                 aux.append(resize_to(self.aux_heads[i](x), output_size))
 
         depth = resize_to(self.head(x), output_size)
-        return DecoderOutput(depth=depth, aux=aux)
+        return SpaceClipOutput(depth=depth, global_features=global_features, aux=aux)
 
     def parameter_breakdown(self) -> dict[str, int]:
         """Trainable parameters per part (batch-norm running statistics are buffers, not counted)."""

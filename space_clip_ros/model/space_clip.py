@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
 from .backbone import BackboneFeatures, FrozenClipBackbone, build_backbone
 from .config import ModelConfig
-from .decoder import DualPathwayDecoder
-
-
-@dataclass
-class SpaceClipOutput:
-    depth: torch.Tensor  # (B, 1, H, W) metres
-    global_features: torch.Tensor  # (B, width), pre-projection; ``model.image_embedding`` projects it
-    aux: list[torch.Tensor] = field(default_factory=list)  # only in training mode
+from .decoder import DualPathwayDecoder, SpaceClipOutput
 
 
 class SpaceClip(nn.Module):
@@ -49,8 +40,7 @@ class SpaceClip(nn.Module):
         """Run the decoder on (possibly cached) encoder features."""
         size = tuple(output_size) if output_size is not None else self.input_size
         with_aux = self.training and len(self.decoder.aux_heads) > 0
-        out = self.decoder(features.hidden, features.global_features, features.grid, size, with_aux=with_aux)
-        return SpaceClipOutput(depth=out.depth, global_features=features.global_features, aux=out.aux)
+        return self.decoder(features.hidden, features.global_features, features.grid, size, with_aux=with_aux)
 
     def forward(self, images: torch.Tensor, output_size: tuple[int, int] | None = None) -> SpaceClipOutput:
         return self.decode(self.forward_features(images), output_size)

@@ -1,6 +1,7 @@
 """Message <-> array conversion: images, depth (REP 118), CameraInfo scaling, point clouds.
 
 Plain functions over sensor_msgs message classes and numpy arrays; nothing here needs rclpy.
+The builders that turn depth maps into clouds are ``outputs.cloud`` and ``outputs.device_cloud``.
 """
 
 from space_clip_ros.msgs.camera_info import (
@@ -28,7 +29,6 @@ from space_clip_ros.msgs.image import (
 from space_clip_ros.msgs.pointcloud import (
     XYZ_POINT_STEP,
     XYZRGB_POINT_STEP,
-    PointCloudBuilder,
     PointCloudError,
     backproject_depth,
     point_fields,
@@ -48,7 +48,6 @@ __all__ = [
     "CameraInfoError",
     "CameraIntrinsics",
     "ImageConversionError",
-    "PointCloudBuilder",
     "PointCloudError",
     "backproject_depth",
     "camera_info_from_intrinsics",

@@ -1,8 +1,10 @@
-"""Depth map -> sensor_msgs/PointCloud2 (and back, for tests and tools).
+"""Depth map -> optical-frame points, and the sensor_msgs/PointCloud2 byte layout (and back).
 
 Geometry (REP 103/105 optical frame, SPEC section 6): z forward, x right, y down, with
 x = (u - cx) * z / fx and y = (v - cy) * z / fy, u and v the column and row of the pixel in the
-depth map the intrinsics describe.
+depth map the intrinsics describe. :func:`ray_factors` is the one computation of it (the cloud
+builders of ``outputs.cloud`` and ``outputs.device_cloud`` and :func:`backproject_depth` use it),
+and a point is valid by ``msgs.valid_depth_mask``, the depth image's own rule.
 
 Layout: the one depth_image_proc's point_cloud_xyz / point_cloud_xyzrgb nodes publish, i.e. what
 sensor_msgs' ``PointCloud2Modifier::setPointCloud2FieldsByString(1, "xyz")`` and
@@ -14,7 +16,8 @@ sensor_msgs' ``PointCloud2Modifier::setPointCloud2FieldsByString(1, "xyz")`` and
 
 little endian, row_step = point_step * width, padding bytes zero. Organised clouds keep the
 (strided) image grid with NaN points where the depth is invalid (is_dense False); unorganised
-clouds are one row of the valid points only (is_dense True).
+clouds are one row of the valid points only (is_dense True). The builders fill
+:func:`zeroed_points` and wrap it with :func:`pointcloud_message`; the readers serve tests and tools.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import array
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
@@ -39,10 +41,7 @@ class PointCloudError(ValueError):
 
 XYZ_POINT_STEP = 16
 XYZRGB_POINT_STEP = 32
-_RGB_OFFSET = 16
-_RGB_INDEX = _RGB_OFFSET // 4  # in 4-byte words
-_FLOATS_PER_XYZ_POINT = XYZ_POINT_STEP // 4
-_FLOATS_PER_XYZRGB_POINT = XYZRGB_POINT_STEP // 4
+RGB_OFFSET = 16
 
 _POINT_FIELD_DTYPES = {
     PointField.INT8: "i1",
@@ -63,47 +62,54 @@ def point_fields(with_rgb: bool = False) -> list[PointField]:
         for index, name in enumerate("xyz")
     ]
     if with_rgb:
-        fields.append(PointField(name="rgb", offset=_RGB_OFFSET, datatype=PointField.FLOAT32, count=1))
+        fields.append(PointField(name="rgb", offset=RGB_OFFSET, datatype=PointField.FLOAT32, count=1))
     return fields
 
 
 @dataclass(frozen=True)
-class _Rays:
+class RayFactors:
     """Per-column x/z and per-row y/z factors of a (strided) pixel grid."""
 
     x_over_z: np.ndarray  # (W',) float32
     y_over_z: np.ndarray  # (H', 1) float32
 
 
-def _make_rays(intrinsics: CameraIntrinsics, stride: int) -> _Rays:
+def ray_factors(intrinsics: CameraIntrinsics, stride: int = 1) -> RayFactors:
+    """The ray factors of pixels 0, stride, 2*stride, ... (computed in float64, kept as float32)."""
     columns = np.arange(0, intrinsics.width, stride, dtype=np.float64)
     rows = np.arange(0, intrinsics.height, stride, dtype=np.float64)
-    return _Rays(
+    return RayFactors(
         x_over_z=((columns - intrinsics.cx) / intrinsics.fx).astype(np.float32),
         y_over_z=((rows - intrinsics.cy) / intrinsics.fy).astype(np.float32)[:, None],
     )
 
 
-def _check_inputs(depth_m: np.ndarray, intrinsics: CameraIntrinsics, stride: int) -> np.ndarray:
+def check_intrinsics_fit(shape: tuple[int, ...], intrinsics: CameraIntrinsics) -> None:
+    """Raise :class:`PointCloudError` unless ``intrinsics`` describe an (H, W) map of ``shape``."""
+    height, width = shape
+    if (intrinsics.width, intrinsics.height) != (width, height):
+        raise PointCloudError(
+            f"intrinsics are for a {intrinsics.width}x{intrinsics.height} image but the depth map is "
+            f"{width}x{height}; scale them first (CameraIntrinsics.scaled_to)"
+        )
+
+
+def check_depth_input(depth_m: np.ndarray, intrinsics: CameraIntrinsics, stride: int) -> np.ndarray:
+    """The float32 (H, W) depth map to back-project; PointCloudError for inputs that cannot make points."""
     depth = np.asarray(depth_m)
     if depth.ndim != 2 or depth.size == 0 or not np.issubdtype(depth.dtype, np.floating):
         raise PointCloudError(
             f"expected a non-empty (H, W) floating-point depth map in metres, "
             f"got shape {depth.shape} dtype {depth.dtype}"
         )
-    height, width = depth.shape
-    if (intrinsics.width, intrinsics.height) != (width, height):
-        raise PointCloudError(
-            f"intrinsics are for a {intrinsics.width}x{intrinsics.height} image but the depth map is "
-            f"{width}x{height}; scale them first (CameraIntrinsics.scaled_to)"
-        )
+    check_intrinsics_fit(depth.shape, intrinsics)
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
         raise PointCloudError(f"stride must be an integer >= 1, got {stride!r}")
     intrinsics.validate()
     return depth.astype(np.float32, copy=False)
 
 
-def _masked_depth(depth: np.ndarray, min_depth: float, max_range: float) -> tuple[np.ndarray, np.ndarray]:
+def masked_depth(depth: np.ndarray, min_depth: float, max_range: float) -> tuple[np.ndarray, np.ndarray]:
     """(depth with NaN where invalid, valid mask); the same validity as the depth image's."""
     valid = valid_depth_mask(depth, min_depth, max_range)
     # Copy then mask: much faster than np.where when most pixels are valid, as they usually are.
@@ -118,9 +124,9 @@ def backproject_depth(depth_m: np.ndarray, intrinsics: CameraIntrinsics, stride:
     Samples pixels 0, stride, 2*stride, ... of the full-resolution map; invalid depths
     (non-finite or <= 0) give NaN points. ``intrinsics`` must describe the depth map's size.
     """
-    depth = _check_inputs(depth_m, intrinsics, stride)
-    rays = _make_rays(intrinsics, stride)
-    z, _ = _masked_depth(depth[::stride, ::stride], 0.0, math.inf)
+    depth = check_depth_input(depth_m, intrinsics, stride)
+    rays = ray_factors(intrinsics, stride)
+    z, _ = masked_depth(depth[::stride, ::stride], 0.0, math.inf)
     points = np.empty(z.shape + (3,), dtype=np.float32)
     np.multiply(z, rays.x_over_z, out=points[..., 0])
     np.multiply(z, rays.y_over_z, out=points[..., 1])
@@ -128,112 +134,32 @@ def backproject_depth(depth_m: np.ndarray, intrinsics: CameraIntrinsics, stride:
     return points
 
 
-class PointCloudBuilder:
-    """Builds PointCloud2 messages from depth maps, reusing the ray grid between frames.
-
-    The ray factors depend only on the intrinsics and the stride, so a stream from one camera
-    computes them once; per frame only a few multiplies and one buffer fill remain. Not
-    thread-safe: use one builder per thread.
-    """
-
-    def __init__(self) -> None:
-        self._rays_key: tuple[CameraIntrinsics, int] | None = None
-        self._rays: _Rays | None = None
-        # Organised scratch grid of unorganised clouds, kept so each frame does not fault in fresh pages.
-        self._scratch: np.ndarray | None = None
-
-    def _rays_for(self, intrinsics: CameraIntrinsics, stride: int) -> _Rays:
-        key = (intrinsics, int(stride))
-        if self._rays is None or self._rays_key != key:
-            self._rays = _make_rays(intrinsics, stride)
-            self._rays_key = key
-        return self._rays
-
-    def _scratch_grid(self, height: int, width: int, floats_per_point: int) -> np.ndarray:
-        shape = (height, width, floats_per_point)
-        if self._scratch is None or self._scratch.shape != shape:
-            self._scratch = np.zeros(shape, dtype="<f4")  # padding stays zero: fills never touch it
-        return self._scratch
-
-    def build(
-        self,
-        depth_m: np.ndarray,
-        intrinsics: CameraIntrinsics,
-        header: Header,
-        *,
-        organized: bool = True,
-        stride: int = 1,
-        max_range: float = math.inf,
-        min_depth: float = 0.0,
-        rgb: np.ndarray | None = None,
-    ) -> PointCloud2:
-        """A PointCloud2 of ``depth_m`` (metres, (H, W)) seen through ``intrinsics``.
-
-        A point is valid when its depth is finite, > 0, >= min_depth and <= max_range (both on z).
-        ``rgb`` ((H, W, 3) uint8 RGB, same size as the depth) adds the packed ``rgb`` field.
-        """
-        depth = _check_inputs(depth_m, intrinsics, stride)
-        if rgb is not None:
-            rgb = np.asarray(rgb)
-            if rgb.dtype != np.uint8 or rgb.shape != depth.shape + (3,):
-                raise PointCloudError(
-                    f"rgb must be a {depth.shape + (3,)} uint8 array matching the depth map, "
-                    f"got shape {rgb.shape} dtype {rgb.dtype}"
-                )
-            rgb = rgb[::stride, ::stride]
-        rays = self._rays_for(intrinsics, stride)
-        z, valid = _masked_depth(depth[::stride, ::stride], min_depth, max_range)
-        grid_height, grid_width = z.shape
-        floats_per_point = _FLOATS_PER_XYZ_POINT if rgb is None else _FLOATS_PER_XYZRGB_POINT
-
-        if organized:
-            height, width = grid_height, grid_width
-            data, points = _zeroed_points(height * width, floats_per_point)
-            _fill_points(points.reshape(height, width, floats_per_point), z, rays, rgb)
-        else:
-            grid = self._scratch_grid(grid_height, grid_width, floats_per_point)
-            _fill_points(grid, z, rays, rgb)
-            keep = valid.reshape(-1)
-            height, width = 1, int(np.count_nonzero(keep))
-            data, points = _zeroed_points(width, floats_per_point)
-            np.compress(keep, grid.reshape(-1, floats_per_point), axis=0, out=points)
-        del points  # drop the numpy view of ``data`` before the message takes it
-
-        point_step = 4 * floats_per_point
-        msg = new_message(
-            PointCloud2,
-            header=header,
-            height=height,
-            width=width,
-            fields=point_fields(with_rgb=rgb is not None),
-            is_bigendian=False,
-            point_step=point_step,
-            row_step=point_step * width,
-            is_dense=not organized,
-        )
-        msg.data = data
-        return msg
-
-
-def _zeroed_points(count: int, floats_per_point: int) -> tuple[array.array, np.ndarray]:
-    """A zero-filled message buffer for ``count`` points and a writable (count, k) float view of it."""
+def zeroed_points(count: int, floats_per_point: int) -> tuple[array.array, np.ndarray]:
+    """A zero-filled message buffer for ``count`` points and a writable (count, k) float32 view of it
+    (k = 4 for xyz, 8 for xyzrgb: the point step in 4-byte words)."""
     data = zeroed_uint8_array(4 * floats_per_point * count)
     return data, np.frombuffer(data, dtype="<f4").reshape(count, floats_per_point)
 
 
-def _fill_points(points: np.ndarray, z: np.ndarray, rays: _Rays, rgb: np.ndarray | None) -> None:
-    """Write x, y, z (and packed rgb) of an (H, W, k) point grid; padding is left untouched."""
-    np.multiply(z, rays.x_over_z, out=points[..., 0])
-    np.multiply(z, rays.y_over_z, out=points[..., 1])
-    points[..., 2] = z
-    if rgb is not None:
-        # The rgb field holds the uint32 0x00RRGGBB, little endian (bytes b, g, r, 0). OpenCV's
-        # BGRA has exactly those bytes apart from alpha, and one masked store is faster than three
-        # strided byte stores.
-        bgra = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA)
-        np.bitwise_and(
-            bgra.view("<u4")[..., 0], np.uint32(0x00FFFFFF), out=points.view("<u4")[..., _RGB_INDEX]
-        )
+def pointcloud_message(
+    header: Header, height: int, width: int, data: array.array, *, with_rgb: bool, is_dense: bool
+) -> PointCloud2:
+    """A PointCloud2 in the layout above around ``data`` (a filled :func:`zeroed_points` buffer),
+    which the message keeps without a copy. Drop every NumPy or torch view of ``data`` first."""
+    point_step = XYZRGB_POINT_STEP if with_rgb else XYZ_POINT_STEP
+    msg = new_message(
+        PointCloud2,
+        header=header,
+        height=height,
+        width=width,
+        fields=point_fields(with_rgb=with_rgb),
+        is_bigendian=False,
+        point_step=point_step,
+        row_step=point_step * width,
+        is_dense=is_dense,
+    )
+    msg.data = data  # after construction: the constructor would copy the buffer once more
+    return msg
 
 
 def _structured_points(msg: PointCloud2, names: tuple[str, ...]) -> np.ndarray:

@@ -1,14 +1,15 @@
-"""ROS 2 layer: thin rclpy nodes over the plain functions of ``msgs`` and ``inference``.
+"""ROS 2 layer: thin rclpy nodes over the plain functions of ``outputs``, ``msgs`` and ``inference``.
 
 Modules (one job each): ``parameter_table`` (parameter specs, descriptors, checks and docs tables
 for every node), ``parameters`` (the depth node's parameter table), ``topics`` (its topic table),
 ``qos`` (QoS profiles), ``frame_slot`` (the one-frame mailbox between the subscription and the
 inference worker), ``diagnostics`` (rates, latencies, DiagnosticArray), ``log_limiter`` (repeat
 suppression for error logs), ``logging_bridge`` (Python logging -> ROS logger), ``model_setup``
-(predictor from parameters), ``frame_processor`` (one frame in, output messages out, no rclpy; its
-output step also serves the bag tool), ``node_main`` (a node process's start-up and shutdown),
+(predictor from parameters), ``node_main`` (a node process's start-up and shutdown),
 ``depth_node`` (the node itself and its entry point) and ``camera_simulator`` (a camera driver
-without a camera).
+without a camera). A frame's work (decode, predict, build the messages) is
+``outputs.frame_processor``'s, which the benchmark and (through ``outputs.builder``) the bag
+tool share.
 
 Nothing is imported here so that ``import space_clip_ros.ros.<module>`` stays light: the camera
 simulator (and ``parameter_table``, ``node_main``, ``qos``, ``topics``) never import torch.

@@ -3,7 +3,7 @@
 Camera images in; metric depth image (REP 118), its CameraInfo, a point cloud and optional extras
 out. The class is glue only: the subscription callbacks store the newest frame in a one-slot
 mailbox and return; one worker thread takes frames from it and hands them to
-:class:`~space_clip_ros.ros.frame_processor.DepthFrameProcessor` (which knows no rclpy), then
+:class:`~space_clip_ros.outputs.frame_processor.DepthFrameProcessor` (which knows no rclpy), then
 publishes what comes back. Parameters, QoS, topics and diagnostics each live in their own module.
 """
 
@@ -24,9 +24,11 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float32MultiArray
 
 from space_clip_ros.msgs import CameraInfoError
+from space_clip_ros.outputs.builder import DepthOutputs
+from space_clip_ros.outputs.calibration import CameraCalibration
+from space_clip_ros.outputs.frame_processor import DepthFrameProcessor
 from space_clip_ros.ros import topics
 from space_clip_ros.ros.diagnostics import PipelineStats, diagnostic_array
-from space_clip_ros.ros.frame_processor import CameraCalibration, DepthFrameProcessor, FrameOutputs
 from space_clip_ros.ros.frame_slot import LatestFrameSlot
 from space_clip_ros.ros.log_limiter import RepeatLimiter
 from space_clip_ros.ros.logging_bridge import forward_package_logs, stop_forwarding
@@ -119,13 +121,14 @@ class DepthNode(Node):
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._run_worker, name="depth_inference", daemon=True)
         self._worker.start()
+        outputs = settings.outputs
         self.get_logger().info(
             f"{self._predictor.describe()}. Input: {image_topic} ({settings.image_transport}) + "
             f"{self._camera_info_topic}. Output: {self.resolve_topic_name(topics.DEPTH_IMAGE)} "
-            f"({settings.depth_encoding}), {self.resolve_topic_name(topics.DEPTH_CAMERA_INFO)}, "
-            f"{self.resolve_topic_name(topics.POINTS)} ({'on' if settings.publish_points else 'off'}), "
-            f"colored {'on' if settings.publish_colored else 'off'}, "
-            f"embedding {'on' if settings.publish_embedding else 'off'}; "
+            f"({outputs.depth_encoding}), {self.resolve_topic_name(topics.DEPTH_CAMERA_INFO)}, "
+            f"{self.resolve_topic_name(topics.POINTS)} ({'on' if outputs.publish_points else 'off'}), "
+            f"colored {'on' if outputs.publish_colored else 'off'}, "
+            f"embedding {'on' if outputs.publish_embedding else 'off'}; "
             f"publishers {settings.publisher_reliability}"
         )
 
@@ -195,7 +198,7 @@ class DepthNode(Node):
         stamp = frame.message.header.stamp
         stamp_text = f"{stamp.sec}.{stamp.nanosec:09d}"
         try:
-            outputs = self._processor.process(frame.message, calibration, settings)
+            outputs = self._processor.process(frame.message, calibration, settings.outputs)
         except ValueError as exc:  # ImageConversionError, CameraInfoError, PointCloudError: bad input
             self._report_error(f"frame {stamp_text} dropped: {exc}", str(exc))
             return
@@ -204,7 +207,7 @@ class DepthNode(Node):
             return
         if not self.context.ok():
             return  # shutting down: publishers are going away
-        self._publish(outputs, settings)
+        self._publish(outputs)
         stamp_age = (self.get_clock().now() - Time.from_msg(stamp)).nanoseconds / 1e9
         self._stats.frame_published(
             latency_s=time.monotonic() - frame.receipt_time,
@@ -213,7 +216,7 @@ class DepthNode(Node):
         )
         self._report_camera_info_state(outputs, calibration)
 
-    def _publish(self, outputs: FrameOutputs, settings: DepthNodeSettings) -> None:
+    def _publish(self, outputs: DepthOutputs) -> None:
         self._depth_pub.publish(outputs.depth_image)
         if outputs.depth_camera_info is not None:
             self._depth_info_pub.publish(outputs.depth_camera_info)
@@ -224,7 +227,7 @@ class DepthNode(Node):
         if outputs.embedding is not None:
             self._embedding_pub.publish(outputs.embedding)
 
-    def _report_camera_info_state(self, outputs: FrameOutputs, calibration: CameraCalibration | None) -> None:
+    def _report_camera_info_state(self, outputs: DepthOutputs, calibration: CameraCalibration | None) -> None:
         if calibration is None:
             self.get_logger().warning(
                 f"no CameraInfo received yet on {self._camera_info_topic}: publishing depth images only; "
@@ -261,7 +264,7 @@ class DepthNode(Node):
                 name=f"{self.get_fully_qualified_name()}: depth estimation",
                 hardware_id=str(self._predictor.device),
                 static_values=self._model_facts,
-                points_enabled=self._settings.publish_points,
+                points_enabled=self._settings.outputs.publish_points,
             )
         )
 

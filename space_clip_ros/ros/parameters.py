@@ -2,16 +2,18 @@
 
 Each :class:`~space_clip_ros.ros.parameter_table.ParameterSpec` says what a parameter is (type,
 default, valid values, whether it can change while the node runs) and how to check a value;
-:data:`PARAMETERS` is the whole table. The node declares exactly these (descriptors and checks
-are the ``parameter_table`` machinery's), refuses values that fail :func:`check_value` or
-:func:`check_consistency`, and reads them back as one typed :class:`DepthNodeSettings` snapshot
-per frame. :func:`render_markdown_table` writes the table that docs/ros_node.md carries (a test
-keeps the two equal). No rclpy here: only message types.
+:data:`PARAMETERS` is the whole table: the node's own parameters (model, input and QoS) written
+here, then one per output option, made from :data:`space_clip_ros.outputs.options.OPTIONS` (the
+outputs' one definition, shared with the bag tool). The node declares exactly these (descriptors
+and checks are the ``parameter_table`` machinery's), refuses values that fail :func:`check_value`
+or :func:`check_consistency`, and reads them back as one typed :class:`DepthNodeSettings` snapshot
+per frame (its ``outputs`` is the OutputOptions the frame processor takes as it is).
+:func:`render_markdown_table` writes the table that docs/ros_node.md carries (a test keeps the
+two equal). No rclpy here: only message types.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from typing import Any
 from space_clip_ros.devices import device_problem
 from space_clip_ros.inference.runtime.options import BACKENDS
 from space_clip_ros.inference.runtime.predictor import PRECISIONS
-from space_clip_ros.msgs import COLORMAP_NAMES, DEPTH_ENCODINGS
+from space_clip_ros.outputs.options import OPTIONS, OptionInfo, OutputOptions
 from space_clip_ros.ros.parameter_table import (
     IMAGE_TRANSPORTS,
     RELIABILITIES,
@@ -44,12 +46,19 @@ def _check_vision_overrides(value: str) -> str | None:
 
 _MODEL = "model"
 _INPUT = "input and QoS"
-_DEPTH = "depth image"
-_POINTS = "point cloud"
-_EXTRA = "extra outputs"
 
-#: Every parameter of the depth node, in the order config/depth.yaml and the docs list them.
-PARAMETERS: tuple[ParameterSpec, ...] = (
+
+def output_parameter(option: OptionInfo) -> ParameterSpec:
+    """The node parameter of an output option: same name, default, description, group and rules."""
+    return ParameterSpec(
+        option.name, option.default, option.description, option.group, read_only=not option.runtime,
+        min_value=option.min_value, max_value=option.max_value, choices=option.choices,
+        constraint_text=option.constraint_text,
+    )
+
+
+#: The node's own parameters (model, input and QoS), in the order config/depth.yaml and the docs list them.
+NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     # ---- model: fixed for the life of the node ------------------------------------------------
     ParameterSpec(
         "checkpoint", "",
@@ -131,90 +140,10 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "Run inference on one in every N received frames (the others are skipped and counted).",
         _INPUT, min_value=1, max_value=1000,
     ),
-    # ---- depth image --------------------------------------------------------------------------
-    ParameterSpec(
-        "frame_id", "",
-        "frame_id written into every output header. Empty: the input image's header.frame_id "
-        "(the camera's optical frame).",
-        _DEPTH,
-    ),
-    ParameterSpec(
-        "depth_encoding", "32FC1",
-        "depth/image encoding (REP 118): 32FC1 metres with NaN where invalid, or 16UC1 "
-        "millimetres with 0 where invalid.",
-        _DEPTH, choices=DEPTH_ENCODINGS,
-    ),
-    ParameterSpec(
-        "min_depth", 0.1,
-        "Depths below this (metres) are invalid (NaN / 0) in the depth image and absent from the cloud.",
-        _DEPTH, min_value=0.0, max_value=1000.0, constraint_text="< max_depth",
-    ),
-    ParameterSpec(
-        "max_depth", 10.0,
-        "Depths above this (metres) are invalid (NaN / 0) in the depth image and absent from the cloud.",
-        _DEPTH, min_value=0.001, max_value=1000.0, constraint_text="> min_depth",
-    ),
-    ParameterSpec(
-        "output_width", 0,
-        "Width of the depth outputs in pixels. 0 (with output_height 0): the input image's size.",
-        _DEPTH, min_value=0, max_value=8192, constraint_text="0 together with output_height, or both > 0",
-    ),
-    ParameterSpec(
-        "output_height", 0,
-        "Height of the depth outputs in pixels. 0 (with output_width 0): the input image's size.",
-        _DEPTH, min_value=0, max_value=8192, constraint_text="0 together with output_width, or both > 0",
-    ),
-    ParameterSpec(
-        "focal_rescale", True,
-        "Rescale depth by the camera's focal length relative to the training camera's "
-        "(checkpoint record; needs camera_info). Off: depth as the model predicts it.",
-        _DEPTH,
-    ),
-    # ---- point cloud --------------------------------------------------------------------------
-    ParameterSpec(
-        "publish_points", True,
-        "Publish sensor_msgs/PointCloud2 on 'points' (once a CameraInfo has arrived).",
-        _POINTS,
-    ),
-    ParameterSpec(
-        "points_organized", True,
-        "true: organised cloud (rows x columns of the strided depth grid, NaN where invalid, "
-        "is_dense false), as depth_image_proc publishes; false: one row of valid points only.",
-        _POINTS,
-    ),
-    ParameterSpec(
-        "points_stride", 1,
-        "Decimation: use every Nth pixel in both directions.",
-        _POINTS, min_value=1, max_value=64,
-    ),
-    ParameterSpec(
-        "points_max_range", 0.0,
-        "Leave out points farther than this along the optical axis (metres). 0: max_depth.",
-        _POINTS, min_value=0.0, max_value=1000.0,
-    ),
-    ParameterSpec(
-        "points_rgb", False,
-        "Add the packed rgb field (XYZRGB, colours from the input image).",
-        _POINTS,
-    ),
-    # ---- extra outputs ------------------------------------------------------------------------
-    ParameterSpec(
-        "publish_colored", False,
-        "Publish a bgr8 colour-mapped depth picture on 'depth/colored' for viewing.",
-        _EXTRA,
-    ),
-    ParameterSpec(
-        "colormap", "turbo",
-        "OpenCV colour map of depth/colored (near = warm for turbo/jet).",
-        _EXTRA, choices=COLORMAP_NAMES,
-    ),
-    ParameterSpec(
-        "publish_embedding", False,
-        "Publish the CLIP image embedding of each frame (same encoder pass as the depth) on "
-        "'clip/image_embedding'.",
-        _EXTRA,
-    ),
 )
+
+#: Every parameter of the depth node: its own, then the output options'.
+PARAMETERS: tuple[ParameterSpec, ...] = NODE_PARAMETERS + tuple(output_parameter(option) for option in OPTIONS)
 
 PARAMETERS_BY_NAME: dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
 
@@ -236,53 +165,29 @@ class DepthNodeSettings:
     qos_depth: int
     publisher_reliability: str
     process_every_n: int
-    frame_id: str
-    depth_encoding: str
-    min_depth: float
-    max_depth: float
-    output_width: int
-    output_height: int
-    focal_rescale: bool
-    publish_points: bool
-    points_organized: bool
-    points_stride: int
-    points_max_range: float
-    points_rgb: bool
-    publish_colored: bool
-    colormap: str
-    publish_embedding: bool
+    outputs: OutputOptions  # the output options' parameters, as the frame processor takes them
 
     @classmethod
     def from_values(cls, values: Mapping[str, ParameterValue]) -> DepthNodeSettings:
         """Settings from a name -> value mapping; missing names take the table's defaults."""
-        merged = {spec.name: values.get(spec.name, spec.default) for spec in PARAMETERS}
-        for spec in PARAMETERS:
-            if isinstance(spec.default, float):
-                merged[spec.name] = float(merged[spec.name])  # ROS may hand over an int for 10
-        return cls(**merged)
+        own = {spec.name: values.get(spec.name, spec.default) for spec in NODE_PARAMETERS}
+        return cls(**own, outputs=OutputOptions.from_values(values))
 
     @classmethod
     def defaults(cls) -> DepthNodeSettings:
         return cls.from_values({})
 
-    @property
-    def output_size(self) -> tuple[int, int] | None:
-        """(height, width) of the depth outputs, or None for the input image's size."""
-        if self.output_width > 0 and self.output_height > 0:
-            return self.output_height, self.output_width
-        return None
-
-    @property
-    def cloud_max_range(self) -> float:
-        """Farthest z a cloud point may have (metres)."""
-        return self.points_max_range if self.points_max_range > 0.0 else self.max_depth
+    def values(self) -> dict[str, ParameterValue]:
+        """name -> value of every parameter, in table order."""
+        return {**{spec.name: getattr(self, spec.name) for spec in NODE_PARAMETERS}, **self.outputs.values()}
 
     @property
     def vision_overrides_dict(self) -> dict[str, Any]:
         return json.loads(self.vision_overrides) if self.vision_overrides else {}
 
     def replace(self, **changes: ParameterValue) -> DepthNodeSettings:
-        return dataclasses.replace(self, **changes)
+        """These settings with some parameters (of any group) changed."""
+        return DepthNodeSettings.from_values({**self.values(), **changes})
 
 
 def check_value(name: str, value: Any) -> str | None:
@@ -294,17 +199,9 @@ def check_value(name: str, value: Any) -> str | None:
 
 
 def check_consistency(values: Mapping[str, ParameterValue]) -> str | None:
-    """Rules between parameters (for a complete set of values); None when they hold."""
-    min_depth, max_depth = float(values["min_depth"]), float(values["max_depth"])
-    if not min_depth < max_depth:
-        return f"min_depth ({min_depth}) must be smaller than max_depth ({max_depth})"
-    width, height = int(values["output_width"]), int(values["output_height"])
-    if (width == 0) != (height == 0):
-        return (
-            f"output_width ({width}) and output_height ({height}) must both be 0 (input size) "
-            "or both > 0"
-        )
-    return None
+    """Rules between parameters (for a complete set of values); None when they hold. They are the
+    output options' (``OutputOptions.problem``): the node's own parameters have none."""
+    return OutputOptions.from_values(values).problem()
 
 
 def check_changes(current: Mapping[str, ParameterValue], changes: Mapping[str, Any]) -> str | None:

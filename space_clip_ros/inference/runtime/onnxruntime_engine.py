@@ -33,7 +33,7 @@ from ..rewrites.export import (
 from ..rewrites.quantize import quantize_onnx_int8
 from .memory import return_freed_memory_to_os
 from .options import OnnxRuntimeOptions, physical_cores
-from .torch_engine import EngineOutput
+from .prediction import Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class OnnxRuntimeEngine:
         parts = [self.session.run(names, {self.input_name: inputs[i : i + 1]}) for i in range(inputs.shape[0])]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
 
-    def run(self, inputs: torch.Tensor, output_size: tuple[int, int], with_embedding: bool) -> EngineOutput:
+    def run(self, inputs: torch.Tensor, output_size: tuple[int, int], with_embedding: bool) -> Prediction:
         """``inputs``: normalised pixels (B, 3, h, w) float, or uint8 frames (B, H, W, 3) for image graphs."""
         array = inputs.detach().cpu().numpy()
         if not self.takes_images:
@@ -171,7 +171,7 @@ class OnnxRuntimeEngine:
         if tuple(depth.shape[-2:]) != tuple(output_size):
             depth = F.interpolate(depth, size=tuple(output_size), mode="bilinear", align_corners=False)
         embedding = torch.from_numpy(outputs[1]).to(self.device) if with_embedding else None
-        return EngineOutput(depth=depth, embedding=embedding)
+        return Prediction(depth=depth[:, 0], embedding=embedding)
 
     def release_model(self) -> None:
         """Drop the reference to the exported model (the session has its own weights)."""

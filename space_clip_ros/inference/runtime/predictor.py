@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ from ...devices import resolve_device
 from ...model import BackboneConfig, CheckpointRecord, ModelConfig, SpaceClip, load_model
 from ...model.preprocess import resize_and_normalize
 from .options import BACKENDS, InferenceOptions, default_options, resolve_auto, unoptimized_options
+from .prediction import Prediction
 from .torch_engine import TorchEngine
 from .upload import FrameUploader
 
@@ -34,14 +34,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         logger.warning("precision %s is a CUDA option; running fp32 on %s", precision, device)
         return torch.float32
     return PRECISIONS[precision]
-
-
-@dataclass
-class Prediction:
-    """Result of one predictor call; tensors stay on the model's device."""
-
-    depth: torch.Tensor  # (B, H, W) float32 metres
-    embedding: torch.Tensor | None = None  # (B, D) CLIP image embedding, when asked for
 
 
 def _build_engine(model: SpaceClip, device: torch.device, dtype: torch.dtype, options: InferenceOptions):
@@ -180,8 +172,7 @@ class DepthPredictor:
         if images.shape[1] == 0 or images.shape[2] == 0:
             raise ValueError(f"empty image of shape {images.shape[1:3]}")
         size = tuple(output_size) if output_size is not None else tuple(images.shape[1:3])
-        out = self.engine.run(self.prepare_inputs(images), size, with_embedding)
-        return Prediction(depth=out.depth[:, 0], embedding=out.embedding)
+        return self.engine.run(self.prepare_inputs(images), size, with_embedding)
 
     def predict(self, images: np.ndarray, output_size: tuple[int, int] | None = None) -> np.ndarray:
         """RGB uint8 (H, W, 3) or (B, H, W, 3) -> float32 depth (H, W) or (B, H, W) in metres."""

@@ -22,7 +22,7 @@ from ...model import SpaceClip
 from ..rewrites.export import DEPTH_OUTPUT, EMBEDDING_OUTPUT, IMAGE_INPUT, PIXELS_INPUT, ExportOptions, export_onnx
 from .memory import return_freed_memory_to_os
 from .options import TensorRTOptions
-from .torch_engine import EngineOutput
+from .prediction import Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class TensorRTEngine:
     def image_size(self) -> tuple[int, int] | None:
         return (int(self.input_shape[1]), int(self.input_shape[2])) if self.takes_images else None
 
-    def run(self, inputs: torch.Tensor, output_size: tuple[int, int], with_embedding: bool) -> EngineOutput:
+    def run(self, inputs: torch.Tensor, output_size: tuple[int, int], with_embedding: bool) -> Prediction:
         if with_embedding and EMBEDDING_OUTPUT not in self.output_names:
             raise ValueError("this engine was built from a graph without the embedding output")
         input_type = _torch_dtype(self.trt, self.engine.get_tensor_dtype(self.input_name))
@@ -164,7 +164,7 @@ class TensorRTEngine:
             if tuple(depth.shape[-2:]) != tuple(output_size):
                 depth = F.interpolate(depth, size=tuple(output_size), mode="bilinear", align_corners=False)
             embedding = outputs[EMBEDDING_OUTPUT].float() if with_embedding else None
-        return EngineOutput(depth=depth, embedding=embedding)
+        return Prediction(depth=depth[:, 0], embedding=embedding)
 
     def _unsupported_shape_message(self, shape: tuple[int, ...]) -> str:
         message = f"the TensorRT engine does not take an input of shape {shape} (its input is {self.input_shape})"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from dataclasses import dataclass
 
 import torch
 
@@ -19,16 +18,9 @@ from ..rewrites.attention import replace_multihead_attention
 from ..rewrites.fusion import fold_batch_norms
 from ..rewrites.quantize import quantize_linear_int8
 from .options import TorchOptions, physical_cores
+from .prediction import Prediction
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class EngineOutput:
-    """What every backend returns for one batch."""
-
-    depth: torch.Tensor  # (B, 1, H, W) float32 metres, on the predictor's device
-    embedding: torch.Tensor | None = None  # (B, D) float32
 
 
 def _needs_copy(options: TorchOptions, half: bool) -> bool:
@@ -178,13 +170,13 @@ class TorchEngine:
             return torch.autocast(device_type="cuda", dtype=self.dtype)
         return contextlib.nullcontext()
 
-    def _run_model(self, model, pixels: torch.Tensor, output_size, with_embedding: bool):
+    def _run_model(self, model, pixels: torch.Tensor, output_size, with_embedding: bool) -> Prediction:
         if self.half_weights:
             pixels = pixels.to(self.dtype)
         with self._autocast():
             out = model(pixels, output_size=output_size)
             embedding = self.model.image_embedding(out.global_features) if with_embedding else None
-        return out.depth, embedding
+        return Prediction(depth=out.depth[:, 0], embedding=embedding)
 
     def _plain_forward(self, pixels, output_size, with_embedding):
         return self._run_model(self.model, pixels, output_size, with_embedding)
@@ -193,15 +185,15 @@ class TorchEngine:
         return self._run_model(self._compiled_model, pixels, output_size, with_embedding)
 
     @torch.inference_mode()
-    def run(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool) -> EngineOutput:
+    def run(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool) -> Prediction:
         # inference_mode here too (not only in the predictor): a CUDA graph captured in inference
         # mode has inference-tensor static inputs, which cannot be written outside it.
-        depth, embedding = self._forward(pixels, tuple(output_size), with_embedding)
+        out = self._forward(pixels, tuple(output_size), with_embedding)
         # One copy (and cast) out of graph-owned buffers; none for the plain forward's fresh tensors.
         copy = self._outputs_reused
-        return EngineOutput(
-            depth=depth.to(torch.float32, copy=copy),
-            embedding=None if embedding is None else embedding.to(torch.float32, copy=copy),
+        return Prediction(
+            depth=out.depth.to(torch.float32, copy=copy),
+            embedding=None if out.embedding is None else out.embedding.to(torch.float32, copy=copy),
         )
 
     def split_runners(self):

@@ -1,0 +1,230 @@
+"""What to make of a depth map: the output options, defined once.
+
+:class:`OutputOptions` is the one definition of the depth outputs' options (encoding, depth range,
+size, frame id, focal rescaling, point cloud, colour picture, embedding). Each field carries its
+metadata (:class:`OptionInfo`: description, docs group, valid values, whether it may change while
+the node runs, the bag tool's command-line flag), and from it come
+
+* the depth node's parameters of the same names (``ros.parameters`` makes a ParameterSpec of each
+  :data:`OPTIONS` entry, which also gives config/depth.yaml's test and the docs tables),
+* the node's settings snapshot (``DepthNodeSettings.outputs`` is an OutputOptions),
+* the bag tool's options (``bags.bag_depth.BagDepthOptions.outputs``) and its flags
+  (``cli.bag``, every option with a ``flag``),
+* what :class:`~space_clip_ros.outputs.builder.DepthOutputBuilder` builds.
+
+Adding an option: one field here (default and ``_option`` metadata), the code that uses it in the
+builder, a test (docs/ros_node.md, "Adding an output option").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from space_clip_ros.msgs.image import COLORMAP_NAMES, DEPTH_ENCODINGS
+
+#: Headings the options are listed under (config/depth.yaml, docs).
+DEPTH_IMAGE = "depth image"
+POINT_CLOUD = "point cloud"
+EXTRA_OUTPUTS = "extra outputs"
+
+OptionValue = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """Everything about one output option but its value.
+
+    Attributes:
+        name, default: the field's name (the node parameter's name too) and default value, whose
+            Python type is the option's type.
+        description: what it does (parameter descriptor, docs).
+        group: heading it is listed under.
+        runtime: may change while the node runs (the next frame uses it).
+        min_value, max_value: inclusive range of a number; choices: allowed strings.
+        constraint_text: a rule between options, in words (checked by :meth:`OutputOptions.problem`).
+        flag: the bag tool's command-line flag; None: the node only. A bool option defaulting to
+            true gets a flag that turns it off (``--no-points``), one defaulting to false a flag
+            that turns it on.
+        flag_help: the flag's help text.
+        flag_default_text: what the flag's help says happens when it is not given (a flag not
+            given leaves the option to the bag tool, which takes the default, or for the depth
+            range the checkpoint's).
+    """
+
+    name: str
+    default: OptionValue
+    description: str
+    group: str
+    runtime: bool = True
+    min_value: int | float | None = None
+    max_value: int | float | None = None
+    choices: tuple[str, ...] = ()
+    constraint_text: str = ""
+    flag: str | None = None
+    flag_help: str = ""
+    flag_default_text: str = ""
+
+
+def _option(default: OptionValue, description: str, group: str, **info: Any) -> Any:
+    """A dataclass field carrying what :data:`OPTIONS` makes its :class:`OptionInfo` of."""
+    return field(default=default, metadata={"option": (description, group, info)})
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """The depth outputs' options; the field order is the node's parameter order."""
+
+    # ---- depth image ------------------------------------------------------------------------------
+    frame_id: str = _option(
+        "",
+        "frame_id written into every output header. Empty: the input image's header.frame_id "
+        "(the camera's optical frame).",
+        DEPTH_IMAGE, flag="--frame-id", flag_help="frame of the outputs", flag_default_text="the image's",
+    )
+    depth_encoding: str = _option(
+        "32FC1",
+        "depth/image encoding (REP 118): 32FC1 metres with NaN where invalid, or 16UC1 "
+        "millimetres with 0 where invalid.",
+        DEPTH_IMAGE, choices=DEPTH_ENCODINGS,
+        flag="--depth-encoding", flag_help="32FC1 metres (NaN invalid) or 16UC1 millimetres (0 invalid)",
+    )
+    min_depth: float = _option(
+        0.1,
+        "Depths below this (metres) are invalid (NaN / 0) in the depth image and absent from the cloud.",
+        DEPTH_IMAGE, min_value=0.0, max_value=1000.0, constraint_text="< max_depth",
+        flag="--min-depth", flag_help="valid depth range, metres", flag_default_text="the checkpoint's",
+    )
+    max_depth: float = _option(
+        10.0,
+        "Depths above this (metres) are invalid (NaN / 0) in the depth image and absent from the cloud.",
+        DEPTH_IMAGE, min_value=0.001, max_value=1000.0, constraint_text="> min_depth",
+        flag="--max-depth", flag_help="valid depth range, metres", flag_default_text="the checkpoint's",
+    )
+    output_width: int = _option(
+        0,
+        "Width of the depth outputs in pixels. 0 (with output_height 0): the input image's size.",
+        DEPTH_IMAGE, min_value=0, max_value=8192, constraint_text="0 together with output_height, or both > 0",
+    )
+    output_height: int = _option(
+        0,
+        "Height of the depth outputs in pixels. 0 (with output_width 0): the input image's size.",
+        DEPTH_IMAGE, min_value=0, max_value=8192, constraint_text="0 together with output_width, or both > 0",
+    )
+    focal_rescale: bool = _option(
+        True,
+        "Rescale depth by the camera's focal length relative to the training camera's "
+        "(checkpoint record; needs camera_info). Off: depth as the model predicts it.",
+        DEPTH_IMAGE, flag="--no-focal-rescale",
+        flag_help="do not rescale depth by the camera's focal length relative to the training camera's",
+    )
+    # ---- point cloud ------------------------------------------------------------------------------
+    publish_points: bool = _option(
+        True,
+        "Publish sensor_msgs/PointCloud2 on 'points' (once a CameraInfo has arrived).",
+        POINT_CLOUD, flag="--no-points", flag_help="do not write point clouds",
+    )
+    points_organized: bool = _option(
+        True,
+        "true: organised cloud (rows x columns of the strided depth grid, NaN where invalid, "
+        "is_dense false), as depth_image_proc publishes; false: one row of valid points only.",
+        POINT_CLOUD, flag="--points-unorganized", flag_help="clouds of valid points only (one row)",
+    )
+    points_stride: int = _option(
+        1,
+        "Decimation: use every Nth pixel in both directions.",
+        POINT_CLOUD, min_value=1, max_value=64, flag="--points-stride", flag_help="use every Nth pixel for the cloud",
+    )
+    points_max_range: float = _option(
+        0.0,
+        "Leave out points farther than this along the optical axis (metres). 0: max_depth.",
+        POINT_CLOUD, min_value=0.0, max_value=1000.0,
+    )
+    points_rgb: bool = _option(
+        False,
+        "Add the packed rgb field (XYZRGB, colours from the input image).",
+        POINT_CLOUD, flag="--points-rgb", flag_help="add the packed rgb field to the clouds",
+    )
+    # ---- extra outputs ----------------------------------------------------------------------------
+    publish_colored: bool = _option(
+        False,
+        "Publish a bgr8 colour-mapped depth picture on 'depth/colored' for viewing.",
+        EXTRA_OUTPUTS,
+    )
+    colormap: str = _option(
+        "turbo",
+        "OpenCV colour map of depth/colored (near = warm for turbo/jet).",
+        EXTRA_OUTPUTS, choices=COLORMAP_NAMES,
+    )
+    publish_embedding: bool = _option(
+        False,
+        "Publish the CLIP image embedding of each frame (same encoder pass as the depth) on "
+        "'clip/image_embedding'.",
+        EXTRA_OUTPUTS,
+    )
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> OutputOptions:
+        """Options from a name -> value mapping (other names are ignored; missing ones take the
+        defaults). An int given for a float option (ROS hands over 10 for 10.0) becomes a float."""
+        given = {info.name: values[info.name] for info in OPTIONS if info.name in values}
+        for info in OPTIONS:
+            if isinstance(info.default, float) and info.name in given:
+                given[info.name] = float(given[info.name])
+        return cls(**given)
+
+    def values(self) -> dict[str, OptionValue]:
+        """name -> value of every option, in order."""
+        return {info.name: getattr(self, info.name) for info in OPTIONS}
+
+    def replace(self, **changes: OptionValue) -> OutputOptions:
+        return OutputOptions.from_values({**self.values(), **changes})
+
+    def problem(self) -> str | None:
+        """Why these options cannot be used, or None: each value's range or choices, then the rules
+        between options (the ``constraint_text`` of their :class:`OptionInfo`)."""
+        for info in OPTIONS:
+            value = getattr(self, info.name)
+            if info.min_value is not None and value < info.min_value:
+                return f"{info.name} must be >= {info.min_value}, got {value}"
+            if info.max_value is not None and value > info.max_value:
+                return f"{info.name} must be <= {info.max_value}, got {value}"
+            if info.choices and value not in info.choices:
+                return f"{info.name} must be one of {', '.join(info.choices)}; got '{value}'"
+        if not self.min_depth < self.max_depth:
+            return f"min_depth ({self.min_depth}) must be smaller than max_depth ({self.max_depth})"
+        if (self.output_width == 0) != (self.output_height == 0):
+            return (
+                f"output_width ({self.output_width}) and output_height ({self.output_height}) must both be 0 "
+                "(input size) or both > 0"
+            )
+        return None
+
+    # ---- what the options mean for the builder -----------------------------------------------------
+    @property
+    def output_size(self) -> tuple[int, int] | None:
+        """(height, width) of the depth outputs, or None for the input image's size."""
+        if self.output_width > 0 and self.output_height > 0:
+            return self.output_height, self.output_width
+        return None
+
+    @property
+    def cloud_max_range(self) -> float:
+        """Farthest z a cloud point may have (metres)."""
+        return self.points_max_range if self.points_max_range > 0.0 else self.max_depth
+
+    @property
+    def colored_colormap(self) -> str | None:
+        """The colour map of the colour-mapped depth picture, or None when there is no picture."""
+        return self.colormap if self.publish_colored else None
+
+
+def _info(item: dataclasses.Field) -> OptionInfo:
+    description, group, info = item.metadata["option"]
+    return OptionInfo(item.name, item.default, description, group, **info)
+
+
+#: Every output option's :class:`OptionInfo`, in field order.
+OPTIONS: tuple[OptionInfo, ...] = tuple(_info(item) for item in dataclasses.fields(OutputOptions))
