@@ -35,6 +35,7 @@ from space_clip_ros.outputs.cloud import PointCloudBuilder
 from space_clip_ros.outputs.device_cloud import DevicePointCloudBuilder
 from space_clip_ros.outputs.messages import embedding_message, output_header
 from space_clip_ros.outputs.options import OutputOptions
+from space_clip_ros.outputs.topics import OUTPUT_TOPICS, OutputTopic
 
 if TYPE_CHECKING:
     from space_clip_ros.model import CheckpointRecord
@@ -55,6 +56,11 @@ class DepthOutputs:
     # (width, height) the CameraInfo described when that differed from the image (it was rescaled).
     camera_info_size_mismatch: tuple[int, int] | None
     inference_s: float = 0.0  # the predictor's time for the frame (set by DepthFrameProcessor)
+
+    def messages(self) -> list[tuple[OutputTopic, Any]]:
+        """(topic, message) of every output that was built, in :data:`OUTPUT_TOPICS` order."""
+        built = ((topic, getattr(self, topic.field)) for topic in OUTPUT_TOPICS)
+        return [(topic, message) for topic, message in built if message is not None]
 
 
 def _range_masked(depth: Any, depth_scale: float, options: OutputOptions) -> Any:

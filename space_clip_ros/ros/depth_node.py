@@ -20,13 +20,13 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Float32MultiArray
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from space_clip_ros.msgs import CameraInfoError
 from space_clip_ros.outputs.builder import DepthOutputs
 from space_clip_ros.outputs.calibration import CameraCalibration
 from space_clip_ros.outputs.frame_processor import DepthFrameProcessor
+from space_clip_ros.outputs.topics import OUTPUT_TOPICS
 from space_clip_ros.ros import topics
 from space_clip_ros.ros.diagnostics import PipelineStats, diagnostic_array
 from space_clip_ros.ros.frame_slot import LatestFrameSlot
@@ -98,12 +98,11 @@ class DepthNode(Node):
         self._size_mismatches_warned: set[tuple[tuple[int, int], tuple[int, int]]] = set()
 
         out_qos = output_qos(settings.publisher_reliability)
-        self._depth_pub = self.create_publisher(Image, topics.DEPTH_IMAGE, out_qos)
-        self._depth_info_pub = self.create_publisher(CameraInfo, topics.DEPTH_CAMERA_INFO, out_qos)
-        self._points_pub = self.create_publisher(PointCloud2, topics.POINTS, out_qos)
-        # Created even while off, so that switching them on at runtime needs no new publisher.
-        self._colored_pub = self.create_publisher(Image, topics.DEPTH_COLORED, out_qos)
-        self._embedding_pub = self.create_publisher(Float32MultiArray, topics.IMAGE_EMBEDDING, out_qos)
+        # One publisher per output topic, created even while an output is off, so that switching
+        # it on at runtime needs no new publisher.
+        self._output_pubs = {
+            topic.name: self.create_publisher(topic.message_type, topic.name, out_qos) for topic in OUTPUT_TOPICS
+        }
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, diagnostics_qos())
 
         in_qos = sensor_input_qos(settings.qos_depth)
@@ -217,15 +216,8 @@ class DepthNode(Node):
         self._report_camera_info_state(outputs, calibration)
 
     def _publish(self, outputs: DepthOutputs) -> None:
-        self._depth_pub.publish(outputs.depth_image)
-        if outputs.depth_camera_info is not None:
-            self._depth_info_pub.publish(outputs.depth_camera_info)
-        if outputs.points is not None:
-            self._points_pub.publish(outputs.points)
-        if outputs.colored is not None:
-            self._colored_pub.publish(outputs.colored)
-        if outputs.embedding is not None:
-            self._embedding_pub.publish(outputs.embedding)
+        for topic, message in outputs.messages():
+            self._output_pubs[topic.name].publish(message)
 
     def _report_camera_info_state(self, outputs: DepthOutputs, calibration: CameraCalibration | None) -> None:
         if calibration is None:

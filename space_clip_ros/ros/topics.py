@@ -9,16 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from space_clip_ros.outputs.topics import (
+    DEPTH_CAMERA_INFO,
+    DEPTH_COLORED,
+    DEPTH_IMAGE,
+    IMAGE_EMBEDDING,
+    POINTS,
+)
+
 # Inputs
 IMAGE = "image"
 COMPRESSED_SUFFIX = "compressed"  # image_transport's name for the compressed sub-topic
 CAMERA_INFO = "camera_info"
-# Outputs
-DEPTH_IMAGE = "depth/image"
-DEPTH_CAMERA_INFO = "depth/camera_info"
-POINTS = "points"
-DEPTH_COLORED = "depth/colored"
-IMAGE_EMBEDDING = "clip/image_embedding"
+# Outputs: the frame's outputs are defined with their message types below the ROS layer.
 DIAGNOSTICS = "/diagnostics"  # absolute: the diagnostic aggregator listens there
 
 
