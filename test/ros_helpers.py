@@ -10,13 +10,16 @@
 * Message factories for images, compressed images and CameraInfo, and :func:`make_tiny_checkpoint`
   (a small, fast, deterministic model whose decoder predicts depths of a few metres).
 
+The process, command-line, waiting and rclpy-thread pieces are the demo's (``space_clip_ros.demo``:
+``processes.ManagedProcess``, ``processes.depth_node_command``, ``processes.wait_until``,
+``recorder.SpinningNode``); this module adds the tests' defaults, log waits and assertions.
+
 Isolation: each test module gets its own ROS domain id (:func:`module_domain_id`) and a unique
 namespace (:func:`unique_namespace`), so parallel runs and other modules do not cross-talk.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -33,8 +36,9 @@ from typing import Any
 import numpy as np
 
 from space_clip_ros.data.tiny_model import TINY_VISION_OVERRIDES, tiny_model_config
-from space_clip_ros.demo.processes import SIGTERM_TIMEOUT_S, ManagedProcess, find_console_script
-from space_clip_ros.demo.processes import node_environment as demo_node_environment
+from space_clip_ros.demo import package_files, processes
+from space_clip_ros.demo.processes import SIGTERM_TIMEOUT_S, ManagedProcess
+from space_clip_ros.demo.recorder import SpinningNode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "depth.yaml"
@@ -58,7 +62,7 @@ def unique_namespace(prefix: str = "t") -> str:
 
 def node_environment(domain_id: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The demo's environment for a node (unbuffered, uncoloured logs; DDS on this machine) on ``domain_id``."""
-    return demo_node_environment({"ROS_DOMAIN_ID": str(domain_id), **(extra or {})})
+    return processes.node_environment({"ROS_DOMAIN_ID": str(domain_id), **(extra or {})})
 
 
 def tiny_node_overrides(weights: Path | str, **extra: Any) -> dict[str, Any]:
@@ -66,21 +70,9 @@ def tiny_node_overrides(weights: Path | str, **extra: Any) -> dict[str, Any]:
     return {"pretrained": str(weights), "vision_overrides": json.dumps(TINY_VISION_OVERRIDES), **extra}
 
 
-def ros_argument_value(value: Any) -> str:
-    """A value for ``-p name:=VALUE``: rcl reads it as YAML, so strings are quoted (JSON is YAML)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return repr(value)
-
-
 def load_launch_module(path: Path = LAUNCH_FILE) -> ModuleType:
-    """Import a launch file as a module (it must not import launch at its top)."""
-    spec = importlib.util.spec_from_file_location("launch_file_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The repository's launch file as a module (the demo's loader, pointed at this checkout)."""
+    return package_files.load_launch_module(path)
 
 
 def depth_node_command(
@@ -94,25 +86,15 @@ def depth_node_command(
     overrides: Mapping[str, Any] | None = None,
     executable: str = "depth_node",
 ) -> list[str]:
-    """The depth node's command line, built from the launch file's remappings and parameters.
+    """The depth node's command line, built from the launch file's remappings and parameters (the
+    demo's :func:`~space_clip_ros.demo.processes.depth_node_command`, with the tests' defaults).
 
     ``overrides`` are extra ``-p`` parameters (e.g. ``vision_overrides`` for the tiny backbone).
     """
-    launch = load_launch_module()
-    command = [find_console_script(executable), "--ros-args", "-r", f"__node:={launch.NODE_NAME}"]
-    if namespace:
-        command += ["-r", f"__ns:={namespace}"]
-    for source, target in launch.node_remappings(image, camera_info):
-        command += ["-r", f"{source}:={target}"]
-    for entry in launch.node_parameters(str(params_file), checkpoint, device):
-        if isinstance(entry, str):
-            command += ["--params-file", entry]
-        else:
-            for name, value in entry.items():
-                command += ["-p", f"{name}:={ros_argument_value(value)}"]
-    for name, value in (overrides or {}).items():
-        command += ["-p", f"{name}:={ros_argument_value(value)}"]
-    return command
+    return processes.depth_node_command(
+        load_launch_module(), namespace=namespace, image=image, camera_info=camera_info, params_file=params_file,
+        checkpoint=checkpoint, device=device, overrides=overrides, executable=executable,
+    )
 
 
 class NodeProcess(ManagedProcess):
@@ -161,18 +143,15 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str,
     """Poll ``condition()`` until it returns something truthy (returned) or ``timeout`` s pass.
 
     DDS discovery, delivery and process start-up take a varying time, so a test never looks once:
-    it polls, and when it gives up it says what it was waiting for (``what``) and what it saw last
-    (``details()``, e.g. the node's log or the graph it found).
+    it polls (the demo's :func:`~space_clip_ros.demo.processes.wait_until`), and when it gives up it
+    says what it was waiting for (``what``) and what it saw last (``details()``, e.g. the node's log
+    or the graph it found).
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            seen = details()
-            raise AssertionError(f"waited {timeout} s for {what}" + (f"; last seen: {seen}" if seen else ""))
-        time.sleep(interval)
+    result = processes.wait_until(condition, timeout, poll_s=interval)
+    if not result:
+        seen = details()
+        raise AssertionError(f"waited {timeout} s for {what}" + (f"; last seen: {seen}" if seen else ""))
+    return result
 
 
 # ---- an rclpy client in the test process ----------------------------------------------------------
@@ -201,12 +180,7 @@ class MessageCollector:
 
     def poll(self, predicate: Callable[[Any], bool], timeout: float) -> Any | None:
         """The first matching message, waiting up to ``timeout`` s for one to arrive; None if none did."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.find(predicate)
-            if found is not None or time.monotonic() >= deadline:
-                return found
-            time.sleep(0.02)
+        return processes.wait_until(lambda: self.find(predicate), timeout, poll_s=0.02)
 
     def wait_for(self, predicate: Callable[[Any], bool], timeout: float = DEFAULT_TIMEOUT_S,
                  what: str = "a matching message") -> Any:
@@ -236,30 +210,11 @@ def publish_until_answered(
     return None
 
 
-class RosTestClient:
-    """An rclpy context, node and executor thread of its own, on a given domain."""
+class RosTestClient(SpinningNode):
+    """An rclpy context, node and executor thread of its own (the demo recorder's), on a given domain."""
 
     def __init__(self, domain_id: int, name: str = "test_client") -> None:
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node(f"{name}_{os.getpid()}", context=self.context)
-        self._executor = SingleThreadedExecutor(context=self.context)
-        self._executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
-
-        try:
-            while self.context.ok():
-                self._executor.spin_once(timeout_sec=0.05)
-        except ExternalShutdownException:
-            pass
+        super().__init__(f"{name}_{os.getpid()}", domain_id=domain_id)
 
     @staticmethod
     def qos(reliable: bool = True, depth: int = 100):
@@ -343,14 +298,6 @@ class RosTestClient:
         response = self._call(GetParameters, f"{node_name}/get_parameters", GetParameters.Request(names=names),
                               timeout)
         return {name: parameter_value_to_python(value) for name, value in zip(names, response.values)}
-
-    def close(self) -> None:
-        import rclpy
-
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self._thread.join(timeout=5)
-        self._executor.shutdown()
 
 
 # ---- messages ---------------------------------------------------------------------------------

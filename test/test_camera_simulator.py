@@ -19,7 +19,6 @@ from ros_helpers import (
     RosTestClient,
     module_domain_id,
     node_environment,
-    ros_argument_value,
     same_stamp,
     unique_namespace,
     wait_until,
@@ -27,7 +26,7 @@ from ros_helpers import (
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from space_clip_ros.data.frame_sources import SyntheticSource
-from space_clip_ros.demo.processes import find_console_script
+from space_clip_ros.demo.processes import find_console_script, ros_argument_value
 from space_clip_ros.msgs import compressed_msg_to_rgb, image_msg_to_depth, image_msg_to_rgb
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]

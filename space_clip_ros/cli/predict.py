@@ -30,9 +30,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 from ..data.camera import CameraIntrinsics
+from ..data.formats import read_intrinsics_file
 from ..model.checkpoint import CheckpointError, checkpoint_paths
 from .common import add_model_arguments, backbone_from_args, setup_logging
 
@@ -131,37 +131,35 @@ def batches(frames: Iterator[Frame], size: int, report) -> Iterator[list[Frame]]
 # ---------------------------------------------------------------------------------------------- intrinsics
 
 
-def parse_intrinsics(text: str) -> tuple[float, float, float, float, tuple[int, int] | None]:
-    """(fx, fy, cx, cy, (width, height) or None) from "fx,fy,cx,cy" or a YAML file."""
+@dataclass(frozen=True)
+class IntrinsicsArgument:
+    """What --intrinsics says: "fx,fy,cx,cy" in pixels of the input, or an intrinsics file."""
+
+    inline: tuple[float, float, float, float] | None = None
+    path: Path | None = None
+
+
+def parse_intrinsics(text: str) -> IntrinsicsArgument:
+    """--intrinsics "fx,fy,cx,cy", or a YAML/JSON file (read by ``data.formats.read_intrinsics_file``:
+    flat fx, fy, cx, cy [, width, height] or a ROS camera_info YAML)."""
     path = Path(text)
-    if path.suffix.lower() in (".yaml", ".yml") or path.is_file():
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.is_file():
         if not path.is_file():
             raise ValueError(f"intrinsics file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if "camera_matrix" in data:  # ROS camera_info YAML (camera_calibration_parsers)
-            k = [float(v) for v in data["camera_matrix"]["data"]]
-            size = (int(data["image_width"]), int(data["image_height"])) if "image_width" in data else None
-            return k[0], k[4], k[2], k[5], size
-        missing = [key for key in ("fx", "fy", "cx", "cy") if key not in data]
-        if missing:
-            raise ValueError(f"{path}: missing {missing}; expected fx, fy, cx, cy [, width, height] or a "
-                             "ROS camera_info YAML")
-        size = (int(data["width"]), int(data["height"])) if "width" in data and "height" in data else None
-        return float(data["fx"]), float(data["fy"]), float(data["cx"]), float(data["cy"]), size
+        return IntrinsicsArgument(path=path)
     try:
         fx, fy, cx, cy = (float(v) for v in text.split(","))
     except ValueError:
         raise ValueError(f'--intrinsics {text!r}: expected "fx,fy,cx,cy" or a YAML file') from None
-    return fx, fy, cx, cy, None
+    return IntrinsicsArgument(inline=(fx, fy, cx, cy))
 
 
-def intrinsics_for(parsed, height: int, width: int) -> CameraIntrinsics:
+def intrinsics_for(parsed: IntrinsicsArgument, height: int, width: int) -> CameraIntrinsics:
     """Intrinsics for a frame of ``height`` x ``width`` (scaled when the calibration's size differs)."""
-    fx, fy, cx, cy, size = parsed
-    if size is None:
-        return CameraIntrinsics(fx, fy, cx, cy, width, height).validate()
-    calibrated = CameraIntrinsics(fx, fy, cx, cy, size[0], size[1]).validate()
-    return calibrated if size == (width, height) else calibrated.scaled_to(width, height)
+    if parsed.inline is not None:
+        return CameraIntrinsics(*parsed.inline, width, height).validate()
+    calibrated = read_intrinsics_file(parsed.path, image_size=(width, height)).camera.intrinsics
+    return calibrated if calibrated.size == (width, height) else calibrated.scaled_to(width, height)
 
 
 # ---------------------------------------------------------------------------------------------- outputs

@@ -1,5 +1,9 @@
 """Pinhole camera intrinsics: the one camera model shared by scenes, datasets, messages and clouds.
 
+:class:`CameraIntrinsics` (a pinhole camera at one image size), :class:`CameraModel` (intrinsics and
+lens distortion) and :func:`focal_rescale_factor` (depth scale for a focal length other than the
+training camera's).
+
 Resizing: with sx = W'/W and sy = H'/H, fx and cx scale by sx, fy and cy by sy. By default pixel
 *corners* are the fixed points of the resize (what image_proc's ``resize`` node publishes);
 ``align_pixel_centres=True`` gives the exact map of a centre-aligned resample (cv2.resize, torch
@@ -82,6 +86,28 @@ class CameraIntrinsics:
             fx=float(k[0, 0]), fy=float(k[1, 1]), cx=float(k[0, 2]), cy=float(k[1, 2]),
             width=width, height=height,
         ).validate()
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """A camera: the intrinsics of the images it delivers, and its lens distortion (if known).
+
+    What an intrinsics file states (``data.formats.read_intrinsics_file``) and what a frame
+    source delivers (``data.frame_sources``); ``distortion`` is in the ROS ``D`` order of
+    ``distortion_model``.
+    """
+
+    intrinsics: CameraIntrinsics
+    distortion_model: str = "plumb_bob"
+    distortion: tuple[float, ...] = ()
+
+    def resized(self, width: int, height: int) -> CameraModel:
+        """The same camera after a centre-aligned resize (distortion is in normalised coordinates)."""
+        if (width, height) == (self.intrinsics.width, self.intrinsics.height):
+            return self
+        return CameraModel(
+            self.intrinsics.scaled_to(width, height, align_pixel_centres=True), self.distortion_model, self.distortion
+        )
 
 
 def resize_transform(

@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from space_clip_ros.data.camera import CameraInfoError, CameraIntrinsics
+from space_clip_ros.data.camera import CameraInfoError, CameraIntrinsics, CameraModel
 from space_clip_ros.data.synthetic import (
     KITTI_INTRINSICS,
     NYU_INTRINSICS,
@@ -224,15 +224,10 @@ class IntrinsicsFileError(ValueError):
 
 @dataclass(frozen=True)
 class IntrinsicsFile:
-    """What an intrinsics file says (formats: :func:`read_intrinsics_file`).
+    """What an intrinsics file says (formats: :func:`read_intrinsics_file`): the camera, and the
+    whole mapping (``values``) for keys that only one reader uses (a folder dataset's ``depth_scale``)."""
 
-    ``values`` is the whole mapping, for keys that only one reader uses (a folder dataset's
-    ``depth_scale``).
-    """
-
-    intrinsics: CameraIntrinsics
-    distortion_model: str = "plumb_bob"
-    distortion: tuple[float, ...] = ()
+    camera: CameraModel
     values: dict[str, Any] = field(default_factory=dict)
 
 
@@ -268,7 +263,7 @@ def read_intrinsics_file(path: str | Path, image_size: tuple[int, int] | None = 
         intrinsics.validate()
     except CameraInfoError as exc:
         raise IntrinsicsFileError(f"intrinsics file {path}: {exc}") from exc
-    return IntrinsicsFile(intrinsics, distortion_model, distortion, values)
+    return IntrinsicsFile(CameraModel(intrinsics, distortion_model, distortion), values)
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
@@ -335,7 +330,7 @@ def read_folder_meta(root: str | Path) -> FolderMeta:
         depth_scale = float(parsed.values.get("depth_scale", NYU_DEPTH_SCALE))
     except (TypeError, ValueError) as exc:
         raise IntrinsicsFileError(f"intrinsics file {path}: depth_scale {exc}") from exc
-    return FolderMeta(parsed.intrinsics, depth_scale)
+    return FolderMeta(parsed.camera.intrinsics, depth_scale)
 
 
 def write_folder_frame(

@@ -23,7 +23,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from space_clip_ros.data.camera import CameraIntrinsics
+from space_clip_ros.data.camera import CameraIntrinsics, CameraModel
 from space_clip_ros.data.formats import FOLDER_META_FILE, IntrinsicsFileError, read_intrinsics_file, read_rgb
 from space_clip_ros.data.synthetic import (
     KITTI_INTRINSICS,
@@ -50,23 +50,6 @@ _CACHED_BYTES_PER_PIXEL = 3 + 4  # uint8 RGB + float32 depth
 
 class FrameSourceError(ValueError):
     """A source cannot be opened (missing files, bad intrinsics...); the text says what to fix."""
-
-
-@dataclass(frozen=True)
-class CameraModel:
-    """The camera of a source: intrinsics of the frames it yields, and lens distortion (if known)."""
-
-    intrinsics: CameraIntrinsics
-    distortion_model: str = "plumb_bob"
-    distortion: tuple[float, ...] = ()
-
-    def resized(self, width: int, height: int) -> CameraModel:
-        """The same camera after a centre-aligned resize (distortion is in normalised coordinates)."""
-        if (width, height) == (self.intrinsics.width, self.intrinsics.height):
-            return self
-        return CameraModel(
-            self.intrinsics.scaled_to(width, height, align_pixel_centres=True), self.distortion_model, self.distortion
-        )
 
 
 @dataclass(frozen=True)
@@ -115,7 +98,7 @@ def load_camera_file(path: str | Path, image_size: tuple[int, int] | None = None
         raise FrameSourceError(f"cannot read intrinsics file {path}: {exc}") from exc
     except IntrinsicsFileError as exc:
         raise FrameSourceError(str(exc)) from exc
-    camera = CameraModel(parsed.intrinsics, parsed.distortion_model, parsed.distortion)
+    camera = parsed.camera
     if image_size is not None and tuple(image_size) != camera.intrinsics.size:
         logger.warning("intrinsics file %s is for %dx%d images but the images are %dx%d: rescaling it",
                        path, *camera.intrinsics.size, *image_size)

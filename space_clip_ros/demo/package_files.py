@@ -44,9 +44,10 @@ def package_file(relative: str) -> Path:
     raise FileNotFoundError(f"{relative} not found in {', '.join(str(r) for r in roots)}")
 
 
-def load_launch_module() -> ModuleType:
-    """The depth launch file as a module (it imports launch only inside its functions)."""
-    path = package_file(DEPTH_LAUNCH)
+def load_launch_module(path: Path | None = None) -> ModuleType:
+    """The depth launch file (default: the installed one, :func:`package_file`) as a module; it
+    imports launch only inside its functions."""
+    path = package_file(DEPTH_LAUNCH) if path is None else path
     spec = importlib.util.spec_from_file_location("space_clip_depth_launch", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -5,10 +5,15 @@ then stops the children in order (the camera first, then the depth node) instead
 Stopping is SIGINT (what ``ros2 launch`` sends; rclpy shuts down), then SIGTERM, then SIGKILL,
 each with a timeout. :class:`ProcessGroup` stops whatever it started when its ``with`` block ends,
 whether normally or by an exception.
+
+The tests start their nodes with the same pieces (test/ros_helpers.py): :class:`ManagedProcess`,
+:func:`depth_node_command` (the launch file's command line), :func:`node_environment` and
+:func:`wait_until`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -16,10 +21,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SIGINT_TIMEOUT_S = 10.0
 SIGTERM_TIMEOUT_S = 5.0
@@ -45,6 +53,44 @@ def node_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env.update({"PYTHONUNBUFFERED": "1", "RCUTILS_LOGGING_BUFFERED_STREAM": "0", "RCUTILS_COLORIZED_OUTPUT": "0"})
     env.update(extra or {})
     return env
+
+
+def ros_argument_value(value: Any) -> str:
+    """A value for ``-p name:=VALUE``: rcl reads it as YAML, so strings are quoted (JSON is YAML)."""
+    return json.dumps(value)
+
+
+def depth_node_command(
+    launch: ModuleType,
+    *,
+    image: str,
+    camera_info: str,
+    params_file: Path | str,
+    checkpoint: str,
+    device: str,
+    namespace: str = "",
+    overrides: Mapping[str, Any] | None = None,
+    executable: str | None = None,
+) -> list[str]:
+    """The depth node's command line as the launch file (``launch``, a loaded module) starts it: its
+    node name, remappings and parameters, in ``namespace``, plus ``overrides`` (extra ``-p``).
+
+    ``executable``: the console script (default: the launch file's).
+    """
+    command = [find_console_script(executable or launch.EXECUTABLE), "--ros-args", "-r", f"__node:={launch.NODE_NAME}"]
+    if namespace:
+        command += ["-r", f"__ns:={namespace}"]
+    for source, target in launch.node_remappings(image, camera_info):
+        command += ["-r", f"{source}:={target}"]
+    for entry in launch.node_parameters(str(params_file), checkpoint, device):
+        if isinstance(entry, str):
+            command += ["--params-file", entry]
+        else:
+            for name, value in entry.items():
+                command += ["-p", f"{name}:={ros_argument_value(value)}"]
+    for name, value in (overrides or {}).items():
+        command += ["-p", f"{name}:={ros_argument_value(value)}"]
+    return command
 
 
 class ManagedProcess:
@@ -140,14 +186,18 @@ class ProcessGroup:
         return next((p for p in self.processes if not p.running), None)
 
 
-def wait_until(condition, timeout: float, group: ProcessGroup | None = None, poll_s: float = 0.05) -> bool:
-    """Poll ``condition()`` until true (True) or ``timeout`` (False); stops early when a process
-    of ``group`` exits (False), so a crashed node is reported at once, not after the timeout."""
+def wait_until(
+    condition: Callable[[], T], timeout: float, group: ProcessGroup | None = None, poll_s: float = 0.05
+) -> T:
+    """Poll ``condition()`` until it returns something truthy (returned) or ``timeout`` s pass (its
+    last, falsy value is returned); stops early when a process of ``group`` exits, so a crashed
+    node is reported at once, not after the timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():
-            return True
+        result = condition()
+        if result:
+            return result
         if group is not None and group.crashed() is not None:
-            return False
+            return result
         time.sleep(poll_s)
-    return bool(condition())
+    return condition()

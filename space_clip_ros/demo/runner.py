@@ -28,7 +28,7 @@ import cv2
 
 from space_clip_ros.data.ply import write_ply
 from space_clip_ros.data.tiny_model import TINY_VISION_OVERRIDES
-from space_clip_ros.demo import pictures
+from space_clip_ros.demo import pictures, processes
 from space_clip_ros.demo.checkpoint import DemoTraining, ensure_demo_checkpoint
 from space_clip_ros.demo.package_files import DEPTH_PARAMS, load_launch_module, package_file
 from space_clip_ros.demo.processes import ProcessGroup, find_console_script, node_environment, wait_until
@@ -154,17 +154,6 @@ def choose_model(options: DemoOptions) -> ModelChoice:
 def depth_node_command(options: DemoOptions, model: ModelChoice) -> list[str]:
     """``depth_node`` exactly as the launch file starts it (its remappings, config/depth.yaml and its
     checkpoint/device overrides), in the demo namespace, plus the demo's own parameters."""
-    launch = load_launch_module()
-    command = [find_console_script(launch.EXECUTABLE), "--ros-args", "-r", f"__node:={launch.NODE_NAME}",
-               "-r", f"__ns:={NAMESPACE}"]
-    for source, target in launch.node_remappings(f"{CAMERA_NAMESPACE}/image_raw", f"{CAMERA_NAMESPACE}/camera_info"):
-        command += ["-r", f"{source}:={target}"]
-    for entry in launch.node_parameters(str(package_file(DEPTH_PARAMS)), model.checkpoint, options.device):
-        if isinstance(entry, str):
-            command += ["--params-file", entry]
-        else:
-            for name, value in entry.items():
-                command += ["-p", f"{name}:={json.dumps(value)}"]
     extra: dict[str, object] = {"publish_colored": True, "points_rgb": True}
     if model.record is not None:
         extra["max_depth"] = float(model.record.max_depth)  # the range the decoder was trained for
@@ -172,9 +161,11 @@ def depth_node_command(options: DemoOptions, model: ModelChoice) -> list[str]:
         extra["pretrained"] = options.pretrained
     if options.quick and model.record is None:
         extra["vision_overrides"] = json.dumps(TINY_VISION_OVERRIDES)
-    for name, value in extra.items():
-        command += ["-p", f"{name}:={json.dumps(value)}"]
-    return command
+    return processes.depth_node_command(
+        load_launch_module(), namespace=NAMESPACE, image=f"{CAMERA_NAMESPACE}/image_raw",
+        camera_info=f"{CAMERA_NAMESPACE}/camera_info", params_file=package_file(DEPTH_PARAMS),
+        checkpoint=model.checkpoint, device=options.device, overrides=extra,
+    )
 
 
 def simulator_command(options: DemoOptions) -> list[str]:
@@ -184,7 +175,7 @@ def simulator_command(options: DemoOptions) -> list[str]:
                   "frames_per_pass": max(int(options.seconds * options.camera_rate) + 10, 20)}
     command = [find_console_script(SIMULATOR), "--ros-args", "-r", f"__ns:={CAMERA_NAMESPACE}"]
     for name, value in parameters.items():
-        command += ["-p", f"{name}:={json.dumps(value)}"]
+        command += ["-p", f"{name}:={processes.ros_argument_value(value)}"]
     return command
 
 

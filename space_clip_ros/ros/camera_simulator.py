@@ -25,10 +25,10 @@ from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from space_clip_ros.data.camera import CameraModel
 from space_clip_ros.data.frame_sources import (
     SCENE_KINDS,
     SOURCE_KINDS,
-    CameraModel,
     FrameSourceConfig,
     FrameSourceError,
     SourceFrame,
