@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -37,3 +40,15 @@ def reference_backbone():
     from space_clip_ros.model import BackboneConfig, build_backbone
 
     return build_backbone(BackboneConfig(name="ViT-B-16"))
+
+
+@pytest.fixture(scope="session")
+def run_python():
+    """Runs a Python snippet in a fresh interpreter of this environment (what a console script
+    imports, without this test process's modules); the CompletedProcess, output as text."""
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                              timeout=120)
+
+    return run

@@ -9,8 +9,6 @@ shapes, stamps, bytes and geometry are what is checked, not depth quality.
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -319,13 +317,12 @@ def test_namespace_of_image_topics():
     assert math.isfinite(CAMERA.fx)
 
 
-def test_argument_errors_come_before_torch_is_imported():
-    code = (
-        "import sys\n"
-        "from space_clip_ros.cli import bag\n"
-        "assert bag.main(['in', 'out', '--image-topic', '/x', '--batch-size', '0']) == bag.EXIT_USAGE\n"
-        "assert 'torch' not in sys.modules\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+def test_argument_errors_come_before_torch_is_imported(run_python):
+    out = run_python("""
+        import sys
+        from space_clip_ros.cli import bag
+        assert bag.main(['in', 'out', '--image-topic', '/x', '--batch-size', '0']) == bag.EXIT_USAGE
+        assert 'torch' not in sys.modules
+    """)
     assert out.returncode == 0, out.stderr
     assert "--batch-size and --points-stride must be >= 1" in out.stderr

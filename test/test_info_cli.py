@@ -44,16 +44,15 @@ def test_info_reports_a_missing_checkpoint(tmp_path):
     assert "checkpoint file missing" in out.stderr
 
 
-def test_help_does_not_import_torch():
-    code = (
-        "import sys\n"
-        "from space_clip_ros.cli import info\n"
-        "try:\n"
-        "    info.main(['--help'])\n"
-        "except SystemExit as exit:\n"
-        "    assert exit.code == 0\n"
-        "assert 'torch' not in sys.modules, 'space-clip-info --help imported torch'\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+def test_help_does_not_import_torch(run_python):
+    out = run_python("""
+        import sys
+        from space_clip_ros.cli import info
+        try:
+            info.main(['--help'])
+        except SystemExit as exit:
+            assert exit.code == 0
+        assert 'torch' not in sys.modules, 'space-clip-info --help imported torch'
+    """)
     assert out.returncode == 0, out.stderr
     assert "--checkpoint" in out.stdout

@@ -231,43 +231,35 @@ class _Frame:
     rgb: np.ndarray
 
 
+@dataclass
 class _DepthWriter:
     """Batches decoded images, runs the predictor, writes each frame's outputs to the sink."""
 
-    def __init__(
-        self,
-        predictor: DepthPredictor,
-        options: BagDepthOptions,
-        output_options: OutputOptions,
-        plan: TopicPlan,
-        sink: BagSink,
-        outputs: dict[str, Connection],
-        camera_infos: CameraInfoIndex,
-        report: BagDepthReport,
-    ) -> None:
-        self._predictor = predictor
-        self._options = options
-        self._output_options = output_options
-        self._sink = sink
-        self._outputs = outputs
-        self._camera_infos = camera_infos
-        self._report = report
-        self._builder = DepthOutputBuilder(predictor.record)
-        self._batch: list[_Frame] = []
-        self._image_class = CompressedImage if plan.image_type == cdr.COMPRESSED_IMAGE_TYPE else Image
-        self._bad_camera_info_warned = False
+    predictor: DepthPredictor
+    batch_size: int
+    output_options: OutputOptions
+    image_class: type[Image] | type[CompressedImage]
+    sink: BagSink
+    outputs: dict[str, Connection]  # output name ("depth", "depth_info", "points") -> its topic in the sink
+    camera_infos: CameraInfoIndex
+    report: BagDepthReport
+    _batch: list[_Frame] = field(default_factory=list)
+    _bad_camera_info_warned: bool = False
+
+    def __post_init__(self) -> None:
+        self._builder = DepthOutputBuilder(self.predictor.record)
 
     def add(self, log_time_ns: int, raw: bytes) -> None:
-        self._report.images += 1
+        self.report.images += 1
         try:
-            message = cdr.decode(raw, self._image_class)
+            message = cdr.decode(raw, self.image_class)
             rgb = decode_image(message)
         except ValueError as exc:  # ImageConversionError, CdrDecodeError: this image only
-            self._report.images_failed += 1
+            self.report.images_failed += 1
             logger.warning("image at log time %d skipped: %s", log_time_ns, exc)
             return
         self._batch.append(_Frame(log_time_ns, message.header, rgb))
-        if len(self._batch) >= self._options.batch_size:
+        if len(self._batch) >= self.batch_size:
             self.flush()
 
     def flush(self) -> None:
@@ -277,12 +269,12 @@ class _DepthWriter:
         for frame in frames:  # one predictor call per image size
             by_size.setdefault(frame.rgb.shape[:2], []).append(frame)
         for size, group in by_size.items():
-            depths = self._predictor.infer(np.stack([f.rgb for f in group]), output_size=size).depth
+            depths = self.predictor.infer(np.stack([f.rgb for f in group]), output_size=size).depth
             for frame, depth in zip(group, depths.cpu().numpy(), strict=True):
                 self._write_outputs(frame, depth)
 
     def _calibration(self, frame: _Frame) -> CameraCalibration | None:
-        info = self._camera_infos.for_image(stamp_ns(frame.header.stamp), frame.log_time_ns)
+        info = self.camera_infos.for_image(stamp_ns(frame.header.stamp), frame.log_time_ns)
         if info is None:
             return None
         try:
@@ -296,17 +288,17 @@ class _DepthWriter:
     def _write_outputs(self, frame: _Frame, depth: np.ndarray) -> None:
         calibration = self._calibration(frame)
         if calibration is None:
-            self._report.images_without_camera_info += 1
-        outputs = self._builder.build(depth, frame.header, calibration, self._output_options, rgb=frame.rgb)
+            self.report.images_without_camera_info += 1
+        outputs = self._builder.build(depth, frame.header, calibration, self.output_options, rgb=frame.rgb)
         log_time = frame.log_time_ns
-        self._sink.write(self._outputs["depth"], log_time, cdr.encode(outputs.depth_image))
-        self._report.depth_images += 1
+        self.sink.write(self.outputs["depth"], log_time, cdr.encode(outputs.depth_image))
+        self.report.depth_images += 1
         if outputs.depth_camera_info is not None:
-            self._sink.write(self._outputs["depth_info"], log_time, cdr.encode(outputs.depth_camera_info))
-            self._report.depth_camera_infos += 1
+            self.sink.write(self.outputs["depth_info"], log_time, cdr.encode(outputs.depth_camera_info))
+            self.report.depth_camera_infos += 1
         if outputs.points is not None:
-            self._sink.write(self._outputs["points"], log_time, cdr.encode(outputs.points))
-            self._report.point_clouds += 1
+            self.sink.write(self.outputs["points"], log_time, cdr.encode(outputs.points))
+            self.report.point_clouds += 1
 
 
 def _collect_camera_infos(source: BagSource, topic: str) -> CameraInfoIndex:
@@ -365,7 +357,9 @@ def add_depth_to_bag(
                 if output_options.publish_points:
                     outputs["points"] = sink.add_topic(plan.points, cdr.POINT_CLOUD_TYPE,
                                                        like.get(cdr.POINT_CLOUD_TYPE))
-            writer = _DepthWriter(predictor, options, output_options, plan, sink, outputs, camera_infos, report)
+            image_class = CompressedImage if plan.image_type == cdr.COMPRESSED_IMAGE_TYPE else Image
+            writer = _DepthWriter(predictor, options.batch_size, output_options, image_class, sink, outputs,
+                                  camera_infos, report)
             total = sum(c.msgcount for c in source.connections if c.topic == plan.image) or None
             stream = source.stream()
             with tqdm(total=total, unit="img", desc="depth", disable=not options.progress) as progress:

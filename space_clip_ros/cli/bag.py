@@ -22,7 +22,14 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from .common import add_model_arguments, add_output_arguments, backbone_from_args, output_values, setup_logging
+from .common import (
+    add_model_arguments,
+    add_output_arguments,
+    backbone_from_args,
+    output_values,
+    setup_logging,
+    tool_parser,
+)
 
 if TYPE_CHECKING:
     from ..bags.bag_depth import BagDepthOptions
@@ -36,9 +43,7 @@ logger = logging.getLogger("space_clip_ros.bag")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="space-clip-bag", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = tool_parser("space-clip-bag", __doc__)
     parser.add_argument("input", metavar="IN", help="input bag directory or .mcap / .db3 file")
     parser.add_argument("output", metavar="OUT", help="output bag directory (must not exist unless --overwrite)")
     topics = parser.add_argument_group("topics")

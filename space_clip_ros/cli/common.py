@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from ..outputs.options import OptionValue
 
 
+def tool_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of a console script: its name, and its module docstring as the help text, kept as written."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

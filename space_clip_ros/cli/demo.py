@@ -28,7 +28,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .common import setup_logging
+from .common import setup_logging, tool_parser
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -38,9 +38,7 @@ logger = logging.getLogger("space_clip_ros.demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="space-clip-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = tool_parser("space-clip-demo", __doc__)
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: ./demo_output)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="seconds to record after the first depth image (default: 10; 3 with --quick)")

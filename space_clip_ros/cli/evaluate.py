@@ -21,13 +21,11 @@ from pathlib import Path
 
 from ..model.checkpoint import CheckpointError, checkpoint_paths
 from ..training.protocol import get_protocol, protocol_names
-from .common import add_model_arguments, backbone_from_args, setup_logging
+from .common import add_model_arguments, backbone_from_args, setup_logging, tool_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="space-clip-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = tool_parser("space-clip-eval", __doc__)
     add_model_arguments(parser)
     data = parser.add_argument_group("data (either --config or --dataset)")
     data.add_argument("--config", help="training YAML whose data.test_split (and roots) to evaluate on")

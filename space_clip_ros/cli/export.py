@@ -24,7 +24,7 @@ from ..inference.rewrites.quantize import quantize_onnx_int8
 from ..model import DecoderConfig, ModelConfig, SpaceClip, load_model
 from ..model.checkpoint import CheckpointError
 from ..model.preprocess import resize_and_normalize
-from .common import add_model_arguments, backbone_from_args, decoder_from_args, setup_logging
+from .common import add_model_arguments, backbone_from_args, decoder_from_args, setup_logging, tool_parser
 
 logger = logging.getLogger("space-clip-export")
 
@@ -39,9 +39,7 @@ def _size(values: list[int] | None) -> tuple[int, int] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="space-clip-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = tool_parser("space-clip-export", __doc__)
     add_model_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")

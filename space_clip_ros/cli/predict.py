@@ -34,7 +34,7 @@ import numpy as np
 from ..data.camera import CameraIntrinsics
 from ..data.formats import read_intrinsics_file
 from ..model.checkpoint import CheckpointError, checkpoint_paths
-from .common import add_model_arguments, backbone_from_args, setup_logging
+from .common import add_model_arguments, backbone_from_args, setup_logging, tool_parser
 
 logger = logging.getLogger("space_clip_ros.predict")
 
@@ -50,9 +50,7 @@ class Frame:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="space-clip-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = tool_parser("space-clip-predict", __doc__)
     add_model_arguments(parser)
     parser.add_argument("input", help="an image, a folder of images, or a video file")
     parser.add_argument("--out", default="predictions", help="output folder (default: predictions/)")

@@ -29,14 +29,7 @@ import yaml
 from tqdm import tqdm
 
 from space_clip_ros.data.camera import CameraInfoError, CameraIntrinsics, CameraModel
-from space_clip_ros.data.synthetic import (
-    KITTI_INTRINSICS,
-    NYU_INTRINSICS,
-    SceneConfig,
-    make_scene,
-    render,
-    trajectory,
-)
+from space_clip_ros.data.synthetic import KITTI_INTRINSICS, NYU_INTRINSICS, SceneConfig, make_scene, render_sequence
 
 LOGGER = logging.getLogger(__name__)
 
@@ -454,11 +447,11 @@ def write_synthetic_kitti(
             if count == 0:
                 continue
             scene = make_scene(SceneConfig(kind="street", seed=seed * 1000 + drive))
-            poses = trajectory(scene, count, yaw_amplitude_deg=float(rng.uniform(2.0, 6.0)))
+            frames = render_sequence(scene, intrinsics, count, yaw_amplitude_deg=float(rng.uniform(2.0, 6.0)))
             first_frame = int(rng.integers(0, 50))
-            for k, pose in enumerate(tqdm(poses, desc=f"KITTI drive {drive:04d}", disable=not progress)):
-                frame = first_frame + k
-                rgb, depth = render(scene, pose, intrinsics)
+            for rendered in tqdm(frames, total=count, desc=f"KITTI drive {drive:04d}", disable=not progress):
+                frame = first_frame + rendered.index
+                rgb, depth = rendered.rgb, rendered.depth
                 rgb_rel = kitti_rgb_relpath(date, drive, frame)
                 write_rgb(raw_root / rgb_rel, rgb)
                 if len(rows) < missing_gt:
@@ -533,10 +526,10 @@ def write_synthetic_nyu(
 
     def render_frames(scene_seed: int, count: int, yaw_cycles: float) -> list[tuple[np.ndarray, np.ndarray]]:
         scene = make_scene(SceneConfig(kind="indoor", seed=scene_seed))
-        poses = trajectory(
-            scene, count, yaw_amplitude_deg=float(rng.uniform(3.0, 8.0)), yaw_cycles=yaw_cycles
+        frames = render_sequence(
+            scene, intrinsics, count, yaw_amplitude_deg=float(rng.uniform(3.0, 8.0)), yaw_cycles=yaw_cycles
         )
-        return [render(scene, pose, intrinsics) for pose in poses]
+        return [(frame.rgb, frame.depth) for frame in frames]
 
     train_rows: list[tuple[str, str | None, float]] = []
     directories = nyu_scene_directories(n_scenes)
@@ -593,8 +586,6 @@ def write_synthetic_folder(
     """Render one synthetic sequence into the folder layout and return its ``intrinsics.yaml`` contents."""
     meta = FolderMeta(intrinsics, depth_scale)
     write_folder_meta(root, meta)
-    scene = make_scene(SceneConfig(kind=kind, seed=seed))
-    for index, pose in enumerate(trajectory(scene, n_frames)):
-        rgb, depth = render(scene, pose, intrinsics)
-        write_folder_frame(root, f"{index:06d}", rgb, depth, meta, depth_format)
+    for frame in render_sequence(make_scene(SceneConfig(kind=kind, seed=seed)), intrinsics, n_frames):
+        write_folder_frame(root, f"{frame.index:06d}", frame.rgb, frame.depth, meta, depth_format)
     return meta
