@@ -366,7 +366,7 @@ def test_cuda_graph_outputs_are_copied_out_before_the_next_replay(monkeypatch):
 
     cuda = _FakeCuda(monkeypatch)
 
-    def forward(pixels, output_size, with_embedding):
+    def forward(pixels, output_size, with_embedding, confidence_heads=()):
         depth = torch.empty(pixels.shape[0], 1, *output_size)
         embedding = torch.empty(pixels.shape[0], 3) if with_embedding else None
         cuda.launch(lambda: depth.copy_(pixels.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1).expand_as(depth)))

@@ -65,7 +65,7 @@ def test_default_range_and_bad_arguments():
     expected = np.array([[1e6, np.nan, np.inf, 1e-6]], dtype=np.float32)
     np.testing.assert_array_equal(apply_out_of_range(depth, mode="rep117"), expected)
     assert OUT_OF_RANGE_MODES == ("nan", "rep117")
-    with pytest.raises(ValueError, match="out_of_range_mode"):
+    with pytest.raises(ValueError, match="out_of_range must be one of"):
         apply_out_of_range(depth, mode="zero")
     with pytest.raises(ValueError, match="min_depth <= max_depth"):
         apply_out_of_range(depth, 5.0, 1.0)
@@ -86,6 +86,18 @@ def test_16uc1_holds_zero_at_every_invalid_pixel_inf_included(depth, header):
         np.testing.assert_array_equal(millimetres[valid], np.rint(depth[0, valid] * 1000.0))
         back = image_msg_to_depth(msg)
         assert np.all(np.isnan(back[0, ~valid]))
+
+
+def test_32fc1_passes_rep117_infinities_through_only_when_asked(depth, header):
+    """depth_to_image_msg's default is unchanged (NaN for every invalid pixel, +-Inf included);
+    keep_infinities writes +-Inf as they are and NaN elsewhere."""
+    marked = apply_out_of_range(depth, MIN_DEPTH, MAX_DEPTH, "rep117")
+    plain = depth_to_image_msg(marked, header, "32FC1", MIN_DEPTH, MAX_DEPTH)
+    assert bytes(plain.data) == bytes(depth_to_image_msg(depth, header, "32FC1", MIN_DEPTH, MAX_DEPTH).data)
+    kept = image_msg_to_depth(depth_to_image_msg(marked, header, "32FC1", MIN_DEPTH, MAX_DEPTH,
+                                                 keep_infinities=True))
+    np.testing.assert_array_equal(kept, marked)  # NaN, +Inf, -Inf and valid depths where they were
+    assert np.isposinf(kept).any() and np.isneginf(kept).any() and np.isnan(kept).any()
 
 
 def test_inf_pixels_make_no_points(depth, header):

@@ -32,7 +32,9 @@ class SpaceClipOutput:
 
     depth: torch.Tensor  # (B, 1, H, W) metric depth in metres
     global_features: torch.Tensor  # (B, width), pre-projection; ``model.image_embedding`` projects it
-    aux: list[torch.Tensor] = field(default_factory=list)  # auxiliary depth maps (training only)
+    # Auxiliary depth maps (B, 1, H, W), in head order: every head in training, the heads asked
+    # for at inference (``aux_heads``: what the confidence map compares the depth with).
+    aux: list[torch.Tensor] = field(default_factory=list)
 
 
 def _projection(width: int, channels: int) -> nn.Conv2d:
@@ -88,6 +90,7 @@ class DualPathwayDecoder(nn.Module):
         grid: tuple[int, int],
         output_size: tuple[int, int],
         with_aux: bool = False,
+        aux_heads: Sequence[int] | None = None,
     ) -> SpaceClipOutput:
         """Decode encoder features.
 
@@ -98,6 +101,8 @@ class DualPathwayDecoder(nn.Module):
             grid: patch grid (rows, cols).
             output_size: (H, W) of the returned depth map.
             with_aux: also return the auxiliary maps (resized to ``output_size``).
+            aux_heads: with ``with_aux``, which heads (indices into ``aux_heads``), in that order;
+                None: all of them. Heads not asked for are not run.
         """
         cfg = self.config
         semantic_maps = []
@@ -116,13 +121,18 @@ class DualPathwayDecoder(nn.Module):
                 x = self.structural_stages[i](x, skip)
                 structural_outputs.append(x)
 
-        aux: list[torch.Tensor] = []
+        wanted = range(len(self.aux_heads)) if aux_heads is None else tuple(aux_heads)
+        for head in wanted:
+            if not 0 <= head < len(self.aux_heads):
+                raise ValueError(f"aux head {head} asked for, but the decoder has {len(self.aux_heads)}")
+        computed: dict[int, torch.Tensor] = {}
         x = semantic_maps[0]
         for i, stage in enumerate(self.semantic_stages):
             structural_skip = structural_outputs[i] if i < len(structural_outputs) else None
             x = stage(x, semantic_maps[i], structural_skip)
-            if with_aux and i < len(self.aux_heads):
-                aux.append(resize_to(self.aux_heads[i](x), output_size))
+            if with_aux and i in wanted:
+                computed[i] = resize_to(self.aux_heads[i](x), output_size)
+        aux = [computed[head] for head in wanted] if with_aux else []
 
         depth = resize_to(self.head(x), output_size)
         return SpaceClipOutput(depth=depth, global_features=global_features, aux=aux)

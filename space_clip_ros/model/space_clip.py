@@ -35,15 +35,32 @@ class SpaceClip(nn.Module):
         return self.backbone(images)
 
     def decode(
-        self, features: BackboneFeatures, output_size: tuple[int, int] | None = None
+        self,
+        features: BackboneFeatures,
+        output_size: tuple[int, int] | None = None,
+        aux_heads: tuple[int, ...] | None = None,
     ) -> SpaceClipOutput:
-        """Run the decoder on (possibly cached) encoder features."""
-        size = tuple(output_size) if output_size is not None else self.input_size
-        with_aux = self.training and len(self.decoder.aux_heads) > 0
-        return self.decoder(features.hidden, features.global_features, features.grid, size, with_aux=with_aux)
+        """Run the decoder on (possibly cached) encoder features.
 
-    def forward(self, images: torch.Tensor, output_size: tuple[int, int] | None = None) -> SpaceClipOutput:
-        return self.decode(self.forward_features(images), output_size)
+        The auxiliary maps come with every head in training mode; in eval mode only those of
+        ``aux_heads`` (indices of the decoder's auxiliary heads; None or empty: none), which is
+        what the confidence map (:mod:`.confidence`) compares the depth with.
+        """
+        size = tuple(output_size) if output_size is not None else self.input_size
+        if self.training:
+            with_aux, aux_heads = len(self.decoder.aux_heads) > 0, None
+        else:
+            with_aux = bool(aux_heads)
+        return self.decoder(features.hidden, features.global_features, features.grid, size, with_aux=with_aux,
+                            aux_heads=aux_heads)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        output_size: tuple[int, int] | None = None,
+        aux_heads: tuple[int, ...] | None = None,
+    ) -> SpaceClipOutput:
+        return self.decode(self.forward_features(images), output_size, aux_heads)
 
     def image_embedding(self, global_features: torch.Tensor) -> torch.Tensor:
         """The CLIP image embedding (joint-space projection of the global vector)."""

@@ -397,12 +397,15 @@ def depth_to_image_msg(
     encoding: str = "32FC1",
     min_depth: float = 0.0,
     max_depth: float = math.inf,
+    keep_infinities: bool = False,
 ) -> Image:
     """Wrap an (H, W) depth map in metres in a REP 118 depth Image (little endian).
 
     32FC1: metres, NaN where the depth is invalid (non-finite, <= 0 or outside [min_depth,
-    max_depth]). 16UC1: millimetres rounded to the nearest integer and clipped to 65535, 0 where
-    invalid (so a depth under 0.5 mm also reads back as "no reading").
+    max_depth]); with ``keep_infinities`` a +Inf or -Inf pixel stays as it is (REP 117: beyond
+    range / too close; see ``outputs.ranges``). 16UC1: millimetres rounded to the nearest integer
+    and clipped to 65535, 0 where invalid, +-Inf included (so a depth under 0.5 mm also reads back
+    as "no reading").
     """
     if encoding not in DEPTH_ENCODINGS:
         raise ImageConversionError(
@@ -417,7 +420,7 @@ def depth_to_image_msg(
     pixels = np.frombuffer(data, dtype=dtype).reshape(height, width)
     if encoding == "32FC1":
         np.copyto(pixels, depth)
-        np.copyto(pixels, np.float32(np.nan), where=~valid)
+        np.copyto(pixels, np.float32(np.nan), where=~valid & ~np.isinf(depth) if keep_infinities else ~valid)
     else:
         # Round half up by adding 0.5 before the truncating cast (valid depths are positive).
         millimetres = depth * np.float32(1000.0)
@@ -431,6 +434,19 @@ def depth_to_image_msg(
     )
     msg.data = data
     return msg
+
+
+def float_image_msg(values: np.ndarray, header: Header) -> Image:
+    """Wrap an (H, W) float array in a little-endian 32FC1 Image as it is (no validity rule: for
+    per-pixel values that are not depths, such as a confidence map, or a one-row vector)."""
+    values = np.asarray(values)
+    if values.ndim != 2 or not np.issubdtype(values.dtype, np.floating) or values.size == 0:
+        raise ImageConversionError(
+            f"expected a non-empty (H, W) floating-point array, got shape {values.shape} dtype {values.dtype}"
+        )
+    height, width = values.shape
+    return _image_msg(header, height, width, "32FC1", width * 4,
+                      np.ascontiguousarray(values, dtype=np.dtype("<f4")))
 
 
 def image_msg_to_depth(msg: Image) -> np.ndarray:

@@ -5,13 +5,23 @@ For one depth map (a NumPy array, or a torch tensor on any device) and the
 
 1. the calibration is scaled once to the depth map's size (depth/camera_info and the cloud's
    intrinsics both come from it) and the focal rescaling factor is found (when on);
-2. the depth is rescaled and masked to [min_depth, max_depth] once, where it is (``msgs.valid_depth_mask``:
+2. with ``scale_anchor``, the metric scale is fitted on the rescaled depth and applied on top
+   (:class:`~space_clip_ros.outputs.anchoring.DepthScaleAnchor`, one per camera);
+3. with ``flying_pixel_threshold``, the flying pixels are found on the rescaled depth before the
+   range is applied (:func:`~space_clip_ros.outputs.flying_pixels.flying_pixel_mask`), so a ramp
+   running out of the range is still caught at its in-range end;
+4. the depth is rescaled and masked to [min_depth, max_depth] once, where it is (``msgs.valid_depth_mask``:
    the one validity rule), so that the depth image, the cloud and the colour picture all show
-   the same valid pixels and each cloud point is the back-projection of its depth pixel;
-3. the messages are built, all with the image's stamp and the output frame id. A depth map still
+   the same valid pixels and each cloud point is the back-projection of its depth pixel; the
+   depth image holds NaN outside the range, or REP 117's +-Inf with ``out_of_range: rep117``
+   (:func:`~space_clip_ros.outputs.ranges.apply_out_of_range`);
+5. the cloud leaves out flying pixels and pixels below ``points_min_confidence`` (the depth image
+   keeps them unless ``flying_pixels_invalid``);
+6. the messages are built, all with the image's stamp and the output frame id. A depth map still
    on a GPU gets its organised xyz cloud back-projected there
-   (:mod:`space_clip_ros.outputs.device_cloud`, one copy of the finished cloud to the host); every
-   other cloud is built by NumPy (:mod:`space_clip_ros.outputs.cloud`).
+   (:mod:`space_clip_ros.outputs.device_cloud`, one copy of the finished cloud to the host; not
+   with the flying-pixel filter, whose neighbourhood test runs in OpenCV); every other cloud is
+   built by NumPy (:mod:`space_clip_ros.outputs.cloud`).
 
 No rclpy here, and nothing the bag tool would not need.
 """
@@ -29,12 +39,21 @@ from std_msgs.msg import Float32MultiArray, Header
 
 from space_clip_ros.data.camera import focal_rescale_factor
 from space_clip_ros.inference.benchmarking.timing import StageClock
-from space_clip_ros.msgs.image import colorize_depth, depth_to_image_msg, rgb_to_image_msg, valid_depth_mask
+from space_clip_ros.msgs.image import (
+    colorize_depth,
+    depth_to_image_msg,
+    float_image_msg,
+    rgb_to_image_msg,
+    valid_depth_mask,
+)
+from space_clip_ros.outputs.anchoring import AnchorFit, DepthScaleAnchor
 from space_clip_ros.outputs.calibration import CameraCalibration
 from space_clip_ros.outputs.cloud import PointCloudBuilder
 from space_clip_ros.outputs.device_cloud import DevicePointCloudBuilder
-from space_clip_ros.outputs.messages import embedding_message, output_header
+from space_clip_ros.outputs.flying_pixels import flying_pixel_mask
+from space_clip_ros.outputs.messages import embedding_message, output_header, stamped_embedding_message
 from space_clip_ros.outputs.options import OutputOptions
+from space_clip_ros.outputs.ranges import apply_out_of_range
 from space_clip_ros.outputs.topics import OUTPUT_TOPICS, OutputTopic
 
 if TYPE_CHECKING:
@@ -56,6 +75,11 @@ class DepthOutputs:
     # (width, height) the CameraInfo described when that differed from the image (it was rescaled).
     camera_info_size_mismatch: tuple[int, int] | None
     inference_s: float = 0.0  # the predictor's time for the frame (set by DepthFrameProcessor)
+    confidence: Image | None = None  # depth/confidence: 32FC1 in (0, 1], the depth image's size
+    embedding_stamped: Image | None = None  # the embedding as a 1 x D 32FC1 Image with the image's header
+    anchor: AnchorFit | None = None  # the metric scale anchor's fit (scale_anchor not none)
+    flying_pixels: int = 0  # pixels the flying-pixel filter found (left out of the cloud)
+    low_confidence_pixels: int = 0  # pixels left out of the cloud for confidence < points_min_confidence
 
     def messages(self) -> list[tuple[OutputTopic, Any]]:
         """(topic, message) of every output that was built, in :data:`OUTPUT_TOPICS` order."""
@@ -75,6 +99,13 @@ def _range_masked(depth: Any, depth_scale: float, options: OutputOptions) -> Any
     return np.where(valid_depth_mask(depth, options.min_depth, options.max_depth), depth, np.float32(np.nan))
 
 
+def _host(values: Any) -> np.ndarray:
+    """A float32 NumPy array of a NumPy array or a torch tensor on any device."""
+    if isinstance(values, torch.Tensor):
+        return values.float().cpu().numpy()
+    return np.asarray(values, dtype=np.float32)
+
+
 class DepthOutputBuilder:
     """Builds the output messages of depth maps (the node's and the bag tool's); keeps the cloud ray caches.
 
@@ -89,14 +120,17 @@ class DepthOutputBuilder:
         self._cloud_on_device = cloud_on_device
         self._clouds = PointCloudBuilder()
         self._device_clouds = DevicePointCloudBuilder()
+        self._anchor = DepthScaleAnchor()  # for callers with one camera that pass none of their own
 
     def _builds_cloud_on_device(self, depth: Any, options: OutputOptions, rgb: np.ndarray | None) -> bool:
         if not isinstance(depth, torch.Tensor):
             return False
         on_device = depth.device.type != "cpu" if self._cloud_on_device is None else self._cloud_on_device
-        # The device builder writes the node's default layout only: organised, full resolution, xyz.
+        # The device builder writes the node's default layout only: organised, full resolution, xyz;
+        # the flying-pixel test runs in OpenCV, on the host.
         with_colours = options.points_rgb and rgb is not None
-        return on_device and options.points_organized and options.points_stride == 1 and not with_colours
+        return (on_device and options.points_organized and options.points_stride == 1 and not with_colours
+                and options.flying_pixel_threshold == 0.0)
 
     def build(
         self,
@@ -107,6 +141,8 @@ class DepthOutputBuilder:
         rgb: np.ndarray | None = None,
         embedding: Any = None,
         clock: StageClock | None = None,
+        confidence: Any = None,
+        anchor: DepthScaleAnchor | None = None,
     ) -> DepthOutputs:
         """The outputs of one depth map.
 
@@ -118,16 +154,24 @@ class DepthOutputBuilder:
             options: what to build.
             rgb: the image's (H', W', 3) RGB pixels, for the cloud's colours (resized to the depth
                 map when the sizes differ; only read with ``options.points_rgb``) and the image size.
-            embedding: the frame's (D,) CLIP image embedding as a NumPy array; its message is built
-                with ``options.publish_embedding``.
-            clock: charges the work to the stages ``pointcloud``, ``depth_msg`` and ``colored``.
+            embedding: the frame's (D,) CLIP image embedding as a NumPy array; its messages are
+                built with ``options.publish_embedding``.
+            clock: charges the work to the stages ``scale_anchor``, ``filters``, ``pointcloud``,
+                ``depth_msg``, ``confidence_msg`` and ``colored``.
+            confidence: the frame's (H, W) confidence map (``Prediction.confidence``, NumPy or
+                torch), needed when ``options.wants_confidence``.
+            anchor: the camera's scale anchor state (``options.scale_anchor``); None: this
+                builder's own (one camera).
 
-        Raises PointCloudError (a ValueError) when the cloud cannot be built.
+        Raises PointCloudError (a ValueError) when the cloud cannot be built, and ValueError when
+        the options need a confidence map that was not given.
         """
         clock = clock or StageClock()
         out_height, out_width = depth.shape
         header = output_header(source_header, options.frame_id)
         image_size = None if rgb is None else (rgb.shape[1], rgb.shape[0])
+        if options.wants_confidence and confidence is None:
+            raise ValueError("publish_confidence / points_min_confidence need the frame's confidence map")
 
         # 1. geometry: the calibration scaled once to the depth map, and the focal rescaling factor.
         depth_scale = 1.0
@@ -147,20 +191,59 @@ class DepthOutputBuilder:
             depth_camera.info.header = header
         wants_points = options.publish_points and depth_camera is not None
 
-        # 2. the depth, rescaled and masked to the range once, where it is.
+        # 2. the metric scale anchor, fitted on the focal-rescaled depth and applied on top.
+        anchor_fit = None
+        total_scale = depth_scale
+        if options.scale_anchor != "none":
+            anchor = anchor or self._anchor
+            rescaled = _host(depth) * np.float32(depth_scale)
+            anchor_fit = anchor.fit(rescaled, None if depth_camera is None else depth_camera.intrinsics, options)
+            total_scale = depth_scale * anchor_fit.scale
+            clock.stamp("scale_anchor")
+
+        # 3. the depth, rescaled and masked to the range once, where it is; what the filters need
+        #    of the rescaled depth before the range (on the host).
         on_device = wants_points and self._builds_cloud_on_device(depth, options, rgb)
         if not on_device and isinstance(depth, torch.Tensor):
             depth = depth.float().cpu().numpy()
-        depth = _range_masked(depth, depth_scale, options)
+        rep117 = options.out_of_range == "rep117"
+        flying_on = options.flying_pixel_threshold > 0.0
+        unmasked = None
+        if rep117 or flying_on:
+            unmasked = _host(depth) * np.float32(total_scale)
+        depth = _range_masked(depth, total_scale, options)
+        flying = None
+        if flying_on and (wants_points or options.flying_pixels_invalid):
+            flying = flying_pixel_mask(unmasked, options.flying_pixel_threshold)
+        low_confidence = None  # NumPy, or torch on the depth's device for the device cloud
+        if wants_points and options.points_min_confidence > 0.0:
+            if on_device:
+                low_confidence = torch.as_tensor(confidence, device=depth.device) < options.points_min_confidence
+            else:
+                low_confidence = _host(confidence) < np.float32(options.points_min_confidence)
+        if flying is not None or low_confidence is not None:
+            clock.stamp("filters")
 
-        # 3. the messages.
+        # 4. the messages.
         points = None
         if on_device:
+            cloud_depth = depth
+            if low_confidence is not None:
+                cloud_depth = torch.where(low_confidence, torch.full_like(depth, float("nan")), depth)
             camera = depth_camera.intrinsics
-            points = self._device_clouds.build(depth, camera, header, max_range=options.cloud_max_range)
+            points = self._device_clouds.build(cloud_depth, camera, header, max_range=options.cloud_max_range)
             clock.stamp("pointcloud")
             depth = depth.cpu().numpy()
-        depth_image = depth_to_image_msg(depth, header, options.depth_encoding)
+            if low_confidence is not None:
+                low_confidence = low_confidence.cpu().numpy()
+
+        image_depth = depth
+        if rep117:
+            image_depth = apply_out_of_range(unmasked, options.min_depth, options.max_depth, "rep117")
+        if flying is not None and options.flying_pixels_invalid:
+            image_depth = image_depth.copy() if image_depth is depth else image_depth
+            image_depth[flying] = np.float32(np.nan)
+        depth_image = depth_to_image_msg(image_depth, header, options.depth_encoding, keep_infinities=rep117)
         clock.stamp("depth_msg")
 
         if wants_points and points is None:
@@ -169,8 +252,14 @@ class DepthOutputBuilder:
                 colours = rgb if rgb.shape[:2] == depth.shape else cv2.resize(
                     rgb, (out_width, out_height), interpolation=cv2.INTER_AREA
                 )
+            cloud_depth = depth
+            left_out = flying if low_confidence is None else (
+                low_confidence if flying is None else flying | low_confidence
+            )
+            if left_out is not None and left_out.any():
+                cloud_depth = np.where(left_out, np.float32(np.nan), depth)
             points = self._clouds.build(
-                depth,
+                cloud_depth,
                 depth_camera.intrinsics,
                 header,
                 organized=options.points_organized,
@@ -180,16 +269,22 @@ class DepthOutputBuilder:
             )
             clock.stamp("pointcloud")
 
+        confidence_msg = None
+        if options.publish_confidence:
+            confidence_msg = float_image_msg(_host(confidence), header)
+            clock.stamp("confidence_msg")
+
         colored = None
         if options.colored_colormap is not None:
-            bgr = colorize_depth(depth, options.min_depth, options.max_depth, options.colored_colormap)
+            bgr = colorize_depth(image_depth, options.min_depth, options.max_depth, options.colored_colormap)
             # rgb_to_image_msg takes RGB and writes bgr8 itself.
             colored = rgb_to_image_msg(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), header, encoding="bgr8")
             clock.stamp("colored")
 
-        embedding_msg = None
+        embedding_msg = embedding_stamped = None
         if options.publish_embedding and embedding is not None:
             embedding_msg = embedding_message(embedding)
+            embedding_stamped = stamped_embedding_message(embedding, header)
 
         return DepthOutputs(
             depth_image=depth_image,
@@ -200,4 +295,9 @@ class DepthOutputBuilder:
             depth_scale=depth_scale,
             image_size=image_size,
             camera_info_size_mismatch=size_mismatch,
+            confidence=confidence_msg,
+            embedding_stamped=embedding_stamped,
+            anchor=anchor_fit,
+            flying_pixels=0 if flying is None else int(np.count_nonzero(flying)),
+            low_confidence_pixels=0 if low_confidence is None else int(np.count_nonzero(low_confidence)),
         )

@@ -1,7 +1,8 @@
 """What to make of a depth map: the output options, defined once.
 
-:class:`OutputOptions` is the one definition of the depth outputs' options (encoding, depth range,
-size, frame id, focal rescaling, point cloud, colour picture, embedding). Each field carries its
+:class:`OutputOptions` is the one definition of the depth outputs' options (encoding, depth range
+and what out-of-range pixels hold, size, frame id, focal rescaling, metric scale anchor, point
+cloud and its filters, colour picture, embedding, confidence). Each field carries its
 metadata (:class:`OptionInfo`: description, docs group, valid values, whether it may change while
 the node runs, the bag tool's command-line flag), and from it come
 
@@ -27,8 +28,14 @@ from space_clip_ros.msgs.image import COLORMAP_NAMES, DEPTH_ENCODINGS
 
 #: Headings the options are listed under (config/depth.yaml, docs).
 DEPTH_IMAGE = "depth image"
+SCALE_ANCHOR = "metric scale anchor"
 POINT_CLOUD = "point cloud"
 EXTRA_OUTPUTS = "extra outputs"
+
+#: Values of ``out_of_range`` (``outputs.ranges.apply_out_of_range``'s modes).
+OUT_OF_RANGE_MODES: tuple[str, ...] = ("nan", "rep117")
+#: Values of ``scale_anchor``.
+SCALE_ANCHORS: tuple[str, ...] = ("none", "ground_plane", "sparse_points")
 
 OptionValue = bool | int | float | str
 
@@ -103,6 +110,14 @@ class OutputOptions:
         DEPTH_IMAGE, min_value=0.001, max_value=1000.0, constraint_text="> min_depth",
         flag="--max-depth", flag_help="valid depth range, metres", flag_default_text="the checkpoint's",
     )
+    out_of_range: str = _option(
+        "nan",
+        "What depth/image holds where a pixel has no valid depth. nan: NaN (16UC1: 0). rep117: REP 117 "
+        "values in 32FC1: +Inf beyond max_depth (free space up to there), -Inf below min_depth, NaN only "
+        "where there is no estimate (16UC1 keeps 0 for all, REP 118). The cloud has no point at either.",
+        DEPTH_IMAGE, choices=OUT_OF_RANGE_MODES,
+        flag="--out-of-range", flag_help="nan, or rep117 for +-Inf out of range (32FC1)",
+    )
     output_width: int = _option(
         0,
         "Width of the depth outputs in pixels. 0 (with output_height 0): the input image's size.",
@@ -119,6 +134,29 @@ class OutputOptions:
         "(checkpoint record; needs camera_info). Off: depth as the model predicts it.",
         DEPTH_IMAGE, flag="--no-focal-rescale",
         flag_help="do not rescale depth by the camera's focal length relative to the training camera's",
+    )
+    # ---- metric scale anchor ----------------------------------------------------------------------
+    scale_anchor: str = _option(
+        "none",
+        "Correct the depth's metric scale every frame. none: as predicted; ground_plane: fit the floor "
+        "(lower half of the image, RANSAC) and scale it to camera_height below the camera; sparse_points: "
+        "fit the depth to metric points received on 'anchor_points' (PointCloud2 in the camera's optical "
+        "frame). Frames without a credible fit keep the previous scale.",
+        SCALE_ANCHOR, choices=SCALE_ANCHORS,
+        flag="--scale-anchor", flag_help="none, ground_plane or sparse_points (see --anchor-points-topic)",
+    )
+    camera_height: float = _option(
+        0.0,
+        "Height of the camera's optical centre above the floor (metres), for scale_anchor ground_plane.",
+        SCALE_ANCHOR, min_value=0.0, max_value=100.0, constraint_text="> 0 with scale_anchor ground_plane",
+        flag="--camera-height", flag_help="camera height above the floor, metres (scale anchor ground_plane)",
+    )
+    scale_smoothing: float = _option(
+        0.0,
+        "Exponential smoothing of the anchored scale from frame to frame: new = a * previous + (1 - a) * "
+        "measured; 0 takes each frame's fit as it is. A jump by more than 1.5 times is taken at once.",
+        SCALE_ANCHOR, min_value=0.0, max_value=0.99,
+        flag="--scale-smoothing", flag_help="smoothing factor a of the anchored scale, in [0, 0.99]",
     )
     # ---- point cloud ------------------------------------------------------------------------------
     publish_points: bool = _option(
@@ -147,22 +185,51 @@ class OutputOptions:
         "Add the packed rgb field (XYZRGB, colours from the input image).",
         POINT_CLOUD, flag="--points-rgb", flag_help="add the packed rgb field to the clouds",
     )
+    flying_pixel_threshold: float = _option(
+        0.0,
+        "Flying-pixel filter: leave out of the cloud every pixel whose depth jumps to a neighbour's by "
+        "more than this fraction of the nearer depth (smeared edges that float between two surfaces; "
+        "0.04 is a good start). 0: off.",
+        POINT_CLOUD, min_value=0.0, max_value=10.0,
+        flag="--flying-pixel-threshold", flag_help="relative depth jump that marks a flying pixel (0: off)",
+    )
+    flying_pixels_invalid: bool = _option(
+        False,
+        "Also mark the pixels the flying-pixel filter (flying_pixel_threshold) finds invalid in "
+        "depth/image (NaN / 0). false: they are left out of the cloud only.",
+        POINT_CLOUD, flag="--flying-pixels-invalid", flag_help="also mark flying pixels invalid in the depth image",
+    )
+    points_min_confidence: float = _option(
+        0.0,
+        "Leave out of the cloud every pixel whose confidence (see publish_confidence) is below this. "
+        "0: off. Needs the torch backend.",
+        POINT_CLOUD, min_value=0.0, max_value=1.0,
+        flag="--points-min-confidence", flag_help="leave out points of lower confidence, in [0, 1] (0: off)",
+    )
     # ---- extra outputs ----------------------------------------------------------------------------
     publish_colored: bool = _option(
         False,
         "Publish a bgr8 colour-mapped depth picture on 'depth/colored' for viewing.",
-        EXTRA_OUTPUTS,
+        EXTRA_OUTPUTS, flag="--colored", flag_help="write colour-mapped depth pictures (depth/colored)",
     )
     colormap: str = _option(
         "turbo",
         "OpenCV colour map of depth/colored (near = warm for turbo/jet).",
-        EXTRA_OUTPUTS, choices=COLORMAP_NAMES,
+        EXTRA_OUTPUTS, choices=COLORMAP_NAMES, flag="--colormap", flag_help="colour map of depth/colored",
     )
     publish_embedding: bool = _option(
         False,
         "Publish the CLIP image embedding of each frame (same encoder pass as the depth) on "
-        "'clip/image_embedding'.",
-        EXTRA_OUTPUTS,
+        "'clip/image_embedding_stamped' (sensor_msgs/Image 32FC1, 1 x D, the image's header) and, "
+        "without a header, on 'clip/image_embedding'.",
+        EXTRA_OUTPUTS, flag="--embedding", flag_help="write the CLIP image embeddings (clip/image_embedding*)",
+    )
+    publish_confidence: bool = _option(
+        False,
+        "Publish a per-pixel confidence in [0, 1] on 'depth/confidence' (32FC1, the depth image's size, "
+        "stamp and frame): agreement of the decoder's final and auxiliary heads, exp(-10 * mean |ln d - "
+        "ln d_aux|). Needs the torch backend.",
+        EXTRA_OUTPUTS, flag="--confidence", flag_help="write confidence maps (depth/confidence)",
     )
 
     @classmethod
@@ -200,6 +267,8 @@ class OutputOptions:
                 f"output_width ({self.output_width}) and output_height ({self.output_height}) must both be 0 "
                 "(input size) or both > 0"
             )
+        if self.scale_anchor == "ground_plane" and not self.camera_height > 0.0:
+            return "scale_anchor ground_plane needs camera_height > 0 (the camera's height above the floor, metres)"
         return None
 
     # ---- what the options mean for the builder -----------------------------------------------------
@@ -214,6 +283,11 @@ class OutputOptions:
     def cloud_max_range(self) -> float:
         """Farthest z a cloud point may have (metres)."""
         return self.points_max_range if self.points_max_range > 0.0 else self.max_depth
+
+    @property
+    def wants_confidence(self) -> bool:
+        """Whether the frame needs the confidence map (published, or gating the cloud)."""
+        return self.publish_confidence or (self.publish_points and self.points_min_confidence > 0.0)
 
     @property
     def colored_colormap(self) -> str | None:

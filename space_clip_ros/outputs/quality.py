@@ -1,6 +1,16 @@
-"""How clean is a predicted cloud? Flying-point figures against a scene's exact depth.
+"""How far can a costmap trust the depth? Figures against synthetic scenes' exact depth.
 
-Used by the tests, and callable from the demo or the docs to print the figures:
+Three measurements, used by the tests and printed by ``scripts/depth_quality.py`` (the tables of
+docs/ros_node.md):
+
+* flying points, without and with the flying-pixel filter (:func:`synthetic_flying_pixel_report`);
+* the confidence map's sparsification curves and AUSE (:func:`sparsification_curves`,
+  :func:`synthetic_confidence_report`);
+* metric scale recovery by the scale anchors, and the anchored scale's frame-to-frame jitter
+  (:func:`scale_recovery_report`, :func:`scale_jitter_report`).
+
+Flying points
+-------------
 
     >>> from space_clip_ros.outputs.quality import synthetic_flying_pixel_report
     >>> report = synthetic_flying_pixel_report("street", seed=0, flying_pixel_threshold=0.04)
@@ -23,6 +33,28 @@ output smears discontinuities: it predicts at a lower resolution and is bilinear
 edge becomes a ramp a few output pixels wide. That is done here to the exact depth (area
 downsampling by ``smear_factor``, then bilinear upsampling back), which keeps the depth of smooth
 surfaces nearly exact and puts every error at the discontinuities, where the filter acts.
+
+Confidence: sparsification
+--------------------------
+
+Per image, the pixels with exact depth are removed in order, a growing share at a time, and the
+AbsRel of the pixels left is plotted against the share removed: in order of the confidence map
+(least confident first), in the oracle's order (largest error first: the best any order can do)
+and in a random order (flat, on average). The curves are averaged over the images. AUSE is the
+area between the confidence curve and the oracle's (lower is better, 0 is perfect);
+``ause_random`` the same area for the random order, the scale to judge AUSE by. The figure the
+issue asks for is the AbsRel after removing the least-confident 20 % against a random 20 %.
+
+Scale anchors
+-------------
+
+Each held-out frame's prediction is multiplied by a deliberately wrong factor (0.7, 1.4), then the
+node's own anchor (:class:`~space_clip_ros.outputs.anchoring.DepthScaleAnchor`, one per sequence,
+no smoothing) fits and applies its scale; the corrected AbsRel is compared with the AbsRel of the
+prediction as it came (the "correctly scaled" one). ``sparse_points`` gets a simulated sparse
+range sensor: ``anchor_points`` random pixels with exact depth, 1 % range noise, and 10 % of them
+outliers at a random range. The jitter of a sequence is the standard deviation of the
+frame-to-frame change of the applied scale, in percent (100 x std of the differences of ln scale).
 """
 
 from __future__ import annotations
@@ -210,3 +242,332 @@ def synthetic_flying_pixel_report(
         tolerance=tolerance,
         search_radius=search_radius,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Held-out synthetic frames and a predictor's depth on them
+
+#: Scene seeds no demo or training run renders (training rooms use 0..499, test rooms 500..,
+#: street drives seed * 1000 + a drive number below 60).
+HELD_OUT_SEEDS: tuple[int, ...] = (701, 702, 703, 704)
+
+
+@dataclass(frozen=True)
+class HeldOutFrame:
+    """One rendered frame with its exact depth, the camera, and what the predictor made of it."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8
+    exact: np.ndarray  # (H, W) float32 metres, 0 = no depth (a street's sky)
+    intrinsics: CameraIntrinsics
+    camera_height: float  # of the scene: the ground-plane anchor's input
+    depth: np.ndarray  # (H, W) float32 metres, the predictor's
+    confidence: np.ndarray | None  # (H, W) float32, when asked for
+
+
+def _predictor_size(predictor, kind: str) -> tuple[int, int]:
+    """(width, height) to render at: the size the checkpoint was trained at, else a small default."""
+    record = getattr(predictor, "record", None)
+    if record is not None and record.train_image_size:
+        height, width = record.train_image_size
+        return int(width), int(height)
+    return (128, 96) if kind == "indoor" else (192, 64)
+
+
+def held_out_frames(
+    predictor,
+    kind: str = "indoor",
+    seeds: tuple[int, ...] = HELD_OUT_SEEDS,
+    frames_per_scene: int = 6,
+    with_confidence: bool = False,
+    size: tuple[int, int] | None = None,
+) -> list[HeldOutFrame]:
+    """Frames of held-out synthetic scenes (``data.frame_sources.SyntheticSource``, one pass of
+    ``frames_per_scene`` frames per seed) at ``size`` (width, height; default: the training size
+    of the predictor's checkpoint), each with the predictor's depth (and confidence)."""
+    # Imported here: only the measurements render scenes.
+    from space_clip_ros.data.frame_sources import SyntheticSource
+    from space_clip_ros.data.synthetic import SceneConfig, make_scene
+
+    width, height = size or _predictor_size(predictor, kind)
+    frames = []
+    for seed in seeds:
+        source = SyntheticSource(scene_kind=kind, seed=seed, width=width, height=height,
+                                 frames_per_pass=frames_per_scene, loop=False)
+        camera_height = make_scene(SceneConfig(kind=kind, seed=seed)).camera_height  # the source's scene
+        for frame in source:
+            prediction = predictor.infer(frame.rgb[None], with_confidence=with_confidence)
+            confidence = None if prediction.confidence is None else prediction.confidence[0].cpu().numpy()
+            frames.append(HeldOutFrame(frame.rgb, frame.depth, source.camera.intrinsics, camera_height,
+                                       prediction.depth[0].cpu().numpy(), confidence))
+    return frames
+
+
+def _depth_range(predictor, kind: str) -> tuple[float, float]:
+    record = getattr(predictor, "record", None)
+    if record is not None:
+        return float(record.min_depth), float(record.max_depth)
+    return (1e-3, 10.0) if kind == "indoor" else (1e-3, 80.0)
+
+
+def abs_rel_map(depth: np.ndarray, exact: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
+    """|d - d*| / d* at the pixels with exact depth in (min_depth, max_depth) (a 1-D array), the
+    prediction clipped to that range first (the evaluation protocol's rule)."""
+    valid = (exact > min_depth) & (exact < max_depth)
+    predicted = np.clip(depth[valid], min_depth, max_depth)
+    return np.abs(predicted - exact[valid]) / exact[valid]
+
+
+# ----------------------------------------------------------------------------------------------
+# Confidence: sparsification curves and AUSE
+
+
+@dataclass(frozen=True)
+class SparsificationCurves:
+    """Mean AbsRel of the pixels kept after removing a share of them, in three orders (see the
+    module notes), averaged over images."""
+
+    fractions: np.ndarray  # shares removed, ascending from 0
+    confidence: np.ndarray  # least confident removed first
+    oracle: np.ndarray  # largest error removed first
+    random: np.ndarray  # random order
+    images: int
+    pixels: int
+
+    @property
+    def ause(self) -> float:
+        """Area between the confidence curve and the oracle's (AbsRel x share removed)."""
+        return _area(self.confidence - self.oracle, self.fractions)
+
+    @property
+    def ause_random(self) -> float:
+        """Area between the random order's curve and the oracle's."""
+        return _area(self.random - self.oracle, self.fractions)
+
+    def at(self, fraction: float) -> tuple[float, float, float]:
+        """(confidence, oracle, random) AbsRel after removing ``fraction`` of the pixels."""
+        return tuple(float(np.interp(fraction, self.fractions, curve))
+                     for curve in (self.confidence, self.oracle, self.random))
+
+
+def _area(values: np.ndarray, at: np.ndarray) -> float:
+    """Trapezoidal integral (NumPy 1.21 has no ``trapezoid``, NumPy 2 deprecates ``trapz``)."""
+    return float(np.sum(0.5 * (values[1:] + values[:-1]) * np.diff(at)))
+
+
+def _kept_means(errors_in_removal_order: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """Mean of the errors left after removing the first ``fraction`` of them, per fraction."""
+    count = len(errors_in_removal_order)
+    # Means of the tails: reverse, cumulative sums, divide.
+    tail_sums = np.cumsum(errors_in_removal_order[::-1], dtype=np.float64)
+    kept = np.maximum(count - np.floor(fractions * count).astype(np.int64), 1)
+    return tail_sums[kept - 1] / kept
+
+
+def sparsification_curves(
+    errors: list[np.ndarray],
+    confidences: list[np.ndarray],
+    fractions: np.ndarray | None = None,
+    seed: int = 0,
+) -> SparsificationCurves:
+    """Sparsification curves of per-pixel ``errors`` (e.g. :func:`abs_rel_map`) ranked by
+    ``confidences`` (same pixels, same order), one pair of 1-D arrays per image.
+
+    ``fractions`` default: 0, 0.02, ..., 0.98. Ties in confidence are broken by pixel order
+    (stable sort); the random order is seeded.
+    """
+    if len(errors) != len(confidences) or not errors:
+        raise ValueError("need one confidence array per error array, and at least one image")
+    fractions = np.arange(0.0, 0.99, 0.02) if fractions is None else np.asarray(fractions, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    by_confidence, oracle, random = [], [], []
+    pixels = 0
+    for error, confidence in zip(errors, confidences, strict=True):
+        error = np.asarray(error, dtype=np.float64).reshape(-1)
+        confidence = np.asarray(confidence, dtype=np.float64).reshape(-1)
+        if error.shape != confidence.shape:
+            raise ValueError(f"errors {error.shape} and confidences {confidence.shape} differ in size")
+        if error.size == 0:
+            continue
+        pixels += error.size
+        by_confidence.append(_kept_means(error[np.argsort(confidence, kind="stable")], fractions))
+        oracle.append(_kept_means(np.sort(error)[::-1], fractions))
+        random.append(_kept_means(error[rng.permutation(error.size)], fractions))
+    if not by_confidence:
+        raise ValueError("no image has a pixel to score")
+    return SparsificationCurves(fractions, np.mean(by_confidence, axis=0), np.mean(oracle, axis=0),
+                                np.mean(random, axis=0), len(by_confidence), pixels)
+
+
+@dataclass(frozen=True)
+class ConfidenceReport:
+    """The confidence map's sparsification on held-out frames, and the 20 % comparison."""
+
+    kind: str
+    curves: SparsificationCurves
+    removed: float = 0.2
+
+    @property
+    def abs_rel(self) -> float:
+        """Mean AbsRel of all pixels."""
+        return float(self.curves.confidence[0])
+
+    @property
+    def abs_rel_without_least_confident(self) -> float:
+        return self.curves.at(self.removed)[0]
+
+    @property
+    def abs_rel_without_random(self) -> float:
+        return self.curves.at(self.removed)[2]
+
+    @property
+    def abs_rel_oracle(self) -> float:
+        return self.curves.at(self.removed)[1]
+
+    @property
+    def gain_share(self) -> float:
+        """How much of the oracle's AbsRel reduction at ``removed`` the confidence order achieves
+        (1: as good as the oracle, 0: no better than random)."""
+        random = self.abs_rel_without_random
+        best = random - self.abs_rel_oracle
+        return (random - self.abs_rel_without_least_confident) / best if best > 0 else 0.0
+
+
+def confidence_report(frames: list[HeldOutFrame], min_depth: float, max_depth: float, kind: str = "",
+                      removed: float = 0.2, seed: int = 0) -> ConfidenceReport:
+    """:class:`ConfidenceReport` of frames that carry a confidence map."""
+    errors, confidences = [], []
+    for frame in frames:
+        if frame.confidence is None:
+            raise ValueError("held_out_frames(..., with_confidence=True) gives the confidence maps this needs")
+        valid = (frame.exact > min_depth) & (frame.exact < max_depth)
+        errors.append(abs_rel_map(frame.depth, frame.exact, min_depth, max_depth))
+        confidences.append(frame.confidence[valid])
+    return ConfidenceReport(kind, sparsification_curves(errors, confidences, seed=seed), removed)
+
+
+def synthetic_confidence_report(
+    predictor, kind: str = "indoor", seeds: tuple[int, ...] = HELD_OUT_SEEDS, frames_per_scene: int = 6,
+    removed: float = 0.2,
+) -> ConfidenceReport:
+    """:func:`confidence_report` of ``predictor`` (a DepthPredictor) on held-out synthetic scenes."""
+    frames = held_out_frames(predictor, kind, seeds, frames_per_scene, with_confidence=True)
+    return confidence_report(frames, *_depth_range(predictor, kind), kind=kind, removed=removed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scale anchors: recovery of a wrong scale, jitter over a sequence
+
+
+def simulated_anchor_points(
+    exact: np.ndarray, intrinsics: CameraIntrinsics, count: int, rng: np.random.Generator,
+    noise: float = 0.01, outlier_share: float = 0.1, max_range: float = math.inf,
+) -> np.ndarray:
+    """(N, 3) metric points of a simulated sparse range sensor (see the module notes)."""
+    valid = np.flatnonzero((exact > 0) & (exact < max_range))
+    if valid.size == 0:
+        return np.empty((0, 3))
+    chosen = rng.choice(valid, size=min(count, valid.size), replace=False)
+    rows, cols = np.unravel_index(chosen, exact.shape)
+    z = exact[rows, cols].astype(np.float64) * (1.0 + noise * rng.standard_normal(len(chosen)))
+    outliers = rng.random(len(chosen)) < outlier_share
+    z[outliers] = rng.uniform(0.2, 2.0 * float(exact[rows, cols].max()), size=int(outliers.sum()))
+    x = (cols - intrinsics.cx) * z / intrinsics.fx
+    y = (rows - intrinsics.cy) * z / intrinsics.fy
+    return np.stack([x, y, z], axis=1)
+
+
+def _anchor_options(anchor: str, camera_height: float, smoothing: float):
+    from space_clip_ros.outputs.options import OutputOptions
+
+    return OutputOptions(scale_anchor=anchor, camera_height=camera_height, scale_smoothing=smoothing)
+
+
+def anchored_scales(
+    frames: list[HeldOutFrame], anchor: str, wrong_scale: float = 1.0, smoothing: float = 0.0,
+    anchor_points: int = 200, seed: int = 0,
+) -> list[tuple[float, bool]]:
+    """(applied scale, whether the frame had its own fit) per frame of one sequence, anchoring
+    ``wrong_scale`` x each frame's predicted depth with the node's own
+    :class:`~space_clip_ros.outputs.anchoring.DepthScaleAnchor`."""
+    from space_clip_ros.outputs.anchoring import DepthScaleAnchor
+
+    state = DepthScaleAnchor()
+    rng = np.random.default_rng(seed)
+    out = []
+    for frame in frames:
+        options = _anchor_options(anchor, frame.camera_height, smoothing)
+        if anchor == "sparse_points":
+            state.set_anchor_points(simulated_anchor_points(frame.exact, frame.intrinsics, anchor_points, rng))
+        fit = state.fit(frame.depth * np.float32(wrong_scale), frame.intrinsics, options)
+        out.append((fit.scale, fit.measured is not None))
+    return out
+
+
+@dataclass(frozen=True)
+class ScaleRecoveryRow:
+    """AbsRel of a scene kind's held-out frames: as predicted, wrongly scaled, and anchored."""
+
+    kind: str
+    anchor: str
+    wrong_scale: float
+    abs_rel_correct: float  # the prediction as it came
+    abs_rel_wrong: float  # times wrong_scale
+    abs_rel_corrected: float  # times wrong_scale, then anchored
+    frames: int
+    fitted_frames: int  # frames with their own fit (the others kept the previous scale)
+
+    @property
+    def relative_difference(self) -> float:
+        """abs_rel_corrected / abs_rel_correct - 1 (the issue's bound: within +-10 %)."""
+        return self.abs_rel_corrected / self.abs_rel_correct - 1.0
+
+
+def scale_recovery_report(
+    frames: list[HeldOutFrame], min_depth: float, max_depth: float, kind: str, anchor: str,
+    wrong_scales: tuple[float, ...] = (0.7, 1.4), anchor_points: int = 200,
+) -> list[ScaleRecoveryRow]:
+    """One :class:`ScaleRecoveryRow` per wrong scale; the frames are taken as one sequence per
+    scene (the anchor state starts afresh for each wrong scale)."""
+
+    def mean_abs_rel(factors: list[float]) -> float:
+        return float(np.mean([
+            abs_rel_map(f.depth * np.float32(s), f.exact, min_depth, max_depth).mean() for f, s in zip(frames, factors)
+        ]))
+
+    correct = mean_abs_rel([1.0] * len(frames))
+    rows = []
+    for wrong in wrong_scales:
+        scales = anchored_scales(frames, anchor, wrong, anchor_points=anchor_points)
+        rows.append(ScaleRecoveryRow(
+            kind, anchor, wrong, correct, mean_abs_rel([wrong] * len(frames)),
+            mean_abs_rel([wrong * s for s, _ in scales]), len(frames), sum(fitted for _, fitted in scales),
+        ))
+    return rows
+
+
+@dataclass(frozen=True)
+class ScaleJitterRow:
+    """The applied scale over one camera sequence, with a given smoothing."""
+
+    kind: str
+    anchor: str
+    smoothing: float
+    frames: int
+    fitted_frames: int
+    jitter_percent: float  # 100 x std of the frame-to-frame differences of ln(scale)
+    mean_scale: float
+
+
+def scale_jitter_report(
+    frames: list[HeldOutFrame], kind: str, anchor: str, smoothings: tuple[float, ...] = (0.0, 0.8),
+    anchor_points: int = 200,
+) -> list[ScaleJitterRow]:
+    """One :class:`ScaleJitterRow` per smoothing, ``frames`` taken as one sequence."""
+    rows = []
+    for smoothing in smoothings:
+        scales = anchored_scales(frames, anchor, 1.0, smoothing, anchor_points)
+        values = np.log([s for s, _ in scales])
+        jitter = 100.0 * float(np.std(np.diff(values))) if len(values) > 2 else 0.0
+        rows.append(ScaleJitterRow(kind, anchor, smoothing, len(frames), sum(f for _, f in scales), jitter,
+                                   float(np.exp(values.mean()))))
+    return rows

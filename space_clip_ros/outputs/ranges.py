@@ -1,6 +1,6 @@
 """Depths outside [min_depth, max_depth]: NaN everywhere, or REP 117's +-Inf.
 
-Two modes (parameter ``out_of_range_mode``):
+Two modes (output option ``out_of_range``, a parameter of the node and a flag of the bag tool):
 
 * ``nan`` (the node's behaviour so far): every depth that is not valid becomes NaN.
 * ``rep117``: REP 117's informational values, so a consumer can tell "nothing there up to
@@ -20,7 +20,8 @@ Where the values go next:
 * 16UC1 depth images (``msgs.depth_to_image_msg``) hold 0 at every invalid pixel, +-Inf
   included: REP 118 has no other code for an integer image (:func:`invalid_depth_image_value`).
 * 32FC1 depth images: ``depth_to_image_msg`` writes NaN at every pixel outside the range it is
-  given, +-Inf included, so today the REP 117 values do not reach a 32FC1 image.
+  given, +-Inf included, unless it is told to keep the infinities (``keep_infinities``), which the
+  output builder does in ``rep117`` mode.
 * Point clouds (``outputs.cloud.PointCloudBuilder``): +-Inf pixels fail the same validity test and make
   no point (a NaN point in an organised cloud, nothing in an unorganised one). A cloud cannot
   carry "free up to max_depth"; a consumer that wants it reads the depth image.
@@ -34,9 +35,9 @@ import numpy as np
 
 from space_clip_ros.msgs.image import DEPTH_ENCODINGS
 from space_clip_ros.msgs.pointcloud import masked_depth
+from space_clip_ros.outputs.options import OUT_OF_RANGE_MODES
 
-#: Values of the ``out_of_range_mode`` parameter.
-OUT_OF_RANGE_MODES: tuple[str, ...] = ("nan", "rep117")
+__all__ = ["OUT_OF_RANGE_MODES", "apply_out_of_range", "invalid_depth_image_value"]
 
 
 def apply_out_of_range(
@@ -47,7 +48,7 @@ def apply_out_of_range(
     ``mode`` is ``nan`` or ``rep117`` (see the module notes); valid depths are unchanged.
     """
     if mode not in OUT_OF_RANGE_MODES:
-        raise ValueError(f"out_of_range_mode must be one of {OUT_OF_RANGE_MODES}, got {mode!r}")
+        raise ValueError(f"out_of_range must be one of {OUT_OF_RANGE_MODES}, got {mode!r}")
     if math.isnan(min_depth) or math.isnan(max_depth) or min_depth > max_depth:
         raise ValueError(f"need min_depth <= max_depth, got {min_depth} and {max_depth}")
     # A copy with NaN at every invalid pixel: the "nan" mode, and the caller's (or the engine's)
@@ -73,7 +74,8 @@ def invalid_depth_image_value(encoding: str) -> float:
     """What a REP 118 depth Image from ``msgs.depth_to_image_msg`` holds at an invalid pixel.
 
     0 in 16UC1 (millimetres: an integer image has no NaN or Inf, and REP 118 reserves 0 for "no
-    reading"), for +-Inf pixels as well as NaN ones; NaN in 32FC1 (see the module notes).
+    reading"), for +-Inf pixels as well as NaN ones; NaN in 32FC1 when the infinities are not
+    kept (see the module notes).
     """
     if encoding not in DEPTH_ENCODINGS:
         raise ValueError(f"unknown depth encoding {encoding!r}; expected one of {DEPTH_ENCODINGS}")

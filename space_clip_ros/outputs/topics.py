@@ -17,24 +17,36 @@ DEPTH_IMAGE = "depth/image"
 DEPTH_CAMERA_INFO = "depth/camera_info"
 POINTS = "points"
 DEPTH_COLORED = "depth/colored"
+DEPTH_CONFIDENCE = "depth/confidence"
+IMAGE_EMBEDDING_STAMPED = "clip/image_embedding_stamped"
 IMAGE_EMBEDDING = "clip/image_embedding"
 
 
 @dataclass(frozen=True)
 class OutputTopic:
     """One output: its topic name relative to the node's (or camera's) namespace, its message
-    class, and the :class:`~space_clip_ros.outputs.builder.DepthOutputs` attribute holding it."""
+    class, the :class:`~space_clip_ros.outputs.builder.DepthOutputs` attribute holding it, and the
+    bool output option that switches it on (None: always made, when it can be)."""
 
     name: str
     message_type: type
     field: str
+    option: str | None = None
+
+    def asked_for(self, options) -> bool:
+        """Whether ``options`` (an OutputOptions) ask for this output."""
+        return self.option is None or bool(getattr(options, self.option))
 
 
 #: Every output topic, in publishing order (the depth image first: consumers pair the rest with it).
 OUTPUT_TOPICS: tuple[OutputTopic, ...] = (
     OutputTopic(DEPTH_IMAGE, Image, "depth_image"),
     OutputTopic(DEPTH_CAMERA_INFO, CameraInfo, "depth_camera_info"),
-    OutputTopic(POINTS, PointCloud2, "points"),
-    OutputTopic(DEPTH_COLORED, Image, "colored"),
-    OutputTopic(IMAGE_EMBEDDING, Float32MultiArray, "embedding"),
+    OutputTopic(POINTS, PointCloud2, "points", "publish_points"),
+    OutputTopic(DEPTH_CONFIDENCE, Image, "confidence", "publish_confidence"),
+    OutputTopic(DEPTH_COLORED, Image, "colored", "publish_colored"),
+    # The embedding with the image's header: sensor_msgs/Image 32FC1, height 1, width = its size
+    # (docs/ros_node.md, "Stamped embedding", says why this type); then the same vector without one.
+    OutputTopic(IMAGE_EMBEDDING_STAMPED, Image, "embedding_stamped", "publish_embedding"),
+    OutputTopic(IMAGE_EMBEDDING, Float32MultiArray, "embedding", "publish_embedding"),
 )

@@ -33,7 +33,7 @@ from ..rewrites.export import (
 from ..rewrites.quantize import quantize_onnx_int8
 from .memory import return_freed_memory_to_os
 from .options import OnnxRuntimeOptions, physical_cores
-from .prediction import Prediction
+from .prediction import NO_AUXILIARY_HEADS, Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class OnnxRuntimeEngine:
     """Runs an exported SPACE-CLIP graph in an ``onnxruntime.InferenceSession``."""
 
     name = "onnxruntime"
+    auxiliary_heads = 0  # exported graphs carry the depth (and embedding) outputs only
 
     def __init__(self, model: SpaceClip | None, device: torch.device, options: OnnxRuntimeOptions) -> None:
         self.device = device
@@ -161,8 +162,11 @@ class OnnxRuntimeEngine:
         parts = [self.session.run(names, {self.input_name: inputs[i : i + 1]}) for i in range(inputs.shape[0])]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
 
-    def run(self, inputs: torch.Tensor, output_size: tuple[int, int], with_embedding: bool) -> Prediction:
+    def run(self, inputs: torch.Tensor, output_size: tuple[int, int], with_embedding: bool,
+            confidence_heads: tuple[int, ...] = ()) -> Prediction:
         """``inputs``: normalised pixels (B, 3, h, w) float, or uint8 frames (B, H, W, 3) for image graphs."""
+        if confidence_heads:
+            raise ValueError(NO_AUXILIARY_HEADS)
         array = inputs.detach().cpu().numpy()
         if not self.takes_images:
             array = array.astype(np.float32, copy=False)

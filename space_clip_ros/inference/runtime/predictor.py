@@ -16,9 +16,10 @@ import torch
 
 from ...devices import resolve_device
 from ...model import BackboneConfig, CheckpointRecord, ModelConfig, SpaceClip, load_model
+from ...model.confidence import confidence_heads
 from ...model.preprocess import resize_and_normalize
 from .options import BACKENDS, InferenceOptions, default_options, resolve_auto, unoptimized_options
-from .prediction import Prediction
+from .prediction import NO_AUXILIARY_HEADS, Prediction
 from .torch_engine import TorchEngine
 from .upload import FrameUploader
 
@@ -97,6 +98,19 @@ class DepthPredictor:
         self.mean = tuple(model.mean)
         self.std = tuple(model.std)
         self._uploader = FrameUploader(self.device)
+        # The auxiliary heads the confidence map compares the depth with (trained ones only).
+        self.confidence_heads = confidence_heads(record, getattr(self.engine, "auxiliary_heads", 0))
+
+    def confidence_problem(self) -> str | None:
+        """Why this predictor cannot give a confidence map (``infer(with_confidence=True)``), or None."""
+        if getattr(self.engine, "auxiliary_heads", 0) == 0 and self.engine.name != "torch":
+            return NO_AUXILIARY_HEADS
+        if not self.confidence_heads:
+            return (
+                "the confidence map needs a trained auxiliary head, and this decoder has none "
+                "(aux_heads off, or every auxiliary loss weight 0 in training)"
+            )
+        return None
 
     @classmethod
     def from_checkpoint(
@@ -165,14 +179,23 @@ class DepthPredictor:
         images: np.ndarray,
         output_size: tuple[int, int] | None = None,
         with_embedding: bool = False,
+        with_confidence: bool = False,
     ) -> Prediction:
-        """Batch (B, H, W, 3) uint8 RGB -> depth (B, H_out, W_out) on the device."""
+        """Batch (B, H, W, 3) uint8 RGB -> depth (B, H_out, W_out) on the device (and the embedding,
+        and the confidence map of :mod:`space_clip_ros.model.confidence`, when asked for; asking
+        for a confidence this predictor cannot give raises ValueError with
+        :meth:`confidence_problem`'s reason)."""
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"expected uint8 images of shape (B, H, W, 3), got {images.dtype} {images.shape}")
         if images.shape[1] == 0 or images.shape[2] == 0:
             raise ValueError(f"empty image of shape {images.shape[1:3]}")
         size = tuple(output_size) if output_size is not None else tuple(images.shape[1:3])
-        return self.engine.run(self.prepare_inputs(images), size, with_embedding)
+        if not with_confidence:
+            return self.engine.run(self.prepare_inputs(images), size, with_embedding)
+        problem = self.confidence_problem()
+        if problem is not None:
+            raise ValueError(problem)
+        return self.engine.run(self.prepare_inputs(images), size, with_embedding, self.confidence_heads)
 
     def predict(self, images: np.ndarray, output_size: tuple[int, int] | None = None) -> np.ndarray:
         """RGB uint8 (H, W, 3) or (B, H, W, 3) -> float32 depth (H, W) or (B, H, W) in metres."""

@@ -22,7 +22,7 @@ from ...model import SpaceClip
 from ..rewrites.export import DEPTH_OUTPUT, EMBEDDING_OUTPUT, IMAGE_INPUT, PIXELS_INPUT, ExportOptions, export_onnx
 from .memory import return_freed_memory_to_os
 from .options import TensorRTOptions
-from .prediction import Prediction
+from .prediction import NO_AUXILIARY_HEADS, Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class TensorRTEngine:
     """Runs a TensorRT engine of a SPACE-CLIP export on CUDA tensors."""
 
     name = "tensorrt"
+    auxiliary_heads = 0  # exported graphs carry the depth (and embedding) outputs only
 
     def __init__(self, model: SpaceClip | None, device: torch.device, options: TensorRTOptions) -> None:
         trt = import_tensorrt()
@@ -139,7 +140,10 @@ class TensorRTEngine:
     def image_size(self) -> tuple[int, int] | None:
         return (int(self.input_shape[1]), int(self.input_shape[2])) if self.takes_images else None
 
-    def run(self, inputs: torch.Tensor, output_size: tuple[int, int], with_embedding: bool) -> Prediction:
+    def run(self, inputs: torch.Tensor, output_size: tuple[int, int], with_embedding: bool,
+            confidence_heads: tuple[int, ...] = ()) -> Prediction:
+        if confidence_heads:
+            raise ValueError(NO_AUXILIARY_HEADS)
         if with_embedding and EMBEDDING_OUTPUT not in self.output_names:
             raise ValueError("this engine was built from a graph without the embedding output")
         input_type = _torch_dtype(self.trt, self.engine.get_tensor_dtype(self.input_name))

@@ -14,6 +14,7 @@ import logging
 import torch
 
 from ...model import SpaceClip
+from ...model.confidence import aux_agreement_confidence
 from ..rewrites.attention import replace_multihead_attention
 from ..rewrites.fusion import fold_batch_norms
 from ..rewrites.quantize import quantize_linear_int8
@@ -99,7 +100,8 @@ def compile_mode_for(options: TorchOptions) -> str | None:
 
 
 class _GraphedForward:
-    """One CUDA graph per (input shape, output size, embedding flag): static buffers and replay.
+    """One CUDA graph per (input shape, output size, embedding flag, confidence heads): static buffers
+    and replay.
 
     Returns the graph's static output tensors, which the next replay of that graph overwrites: the
     caller must copy them before handing them out (``TorchEngine.run`` does).
@@ -109,31 +111,33 @@ class _GraphedForward:
         self._forward = forward
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
 
-    def __call__(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool):
+    def __call__(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool,
+                 confidence_heads: tuple[int, ...] = ()):
         # Streams, capture and replay act on the *current* device, which need not be the model's
         # (cuda:N, or a worker thread, whose current device is always cuda:0).
         with torch.cuda.device(pixels.device):
-            key = (tuple(pixels.shape), pixels.dtype, tuple(output_size), with_embedding)
+            key = (tuple(pixels.shape), pixels.dtype, tuple(output_size), with_embedding, confidence_heads)
             if key not in self._graphs:
-                self._graphs[key] = self._capture(pixels, output_size, with_embedding)
+                self._graphs[key] = self._capture(pixels, output_size, with_embedding, confidence_heads)
                 logger.info("captured a CUDA graph for input %s, output %s", tuple(pixels.shape), output_size)
             graph, static_input, static_outputs = self._graphs[key]
             static_input.copy_(pixels)
             graph.replay()
             return static_outputs
 
-    def _capture(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool):
+    def _capture(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool,
+                 confidence_heads: tuple[int, ...]):
         static_input = pixels.clone()
         # Warm-up on a side stream, as capture requires (lazy initialisation, cuBLAS handles).
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):
-                self._forward(static_input, output_size, with_embedding)
+                self._forward(static_input, output_size, with_embedding, confidence_heads)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_outputs = self._forward(static_input, output_size, with_embedding)
+            static_outputs = self._forward(static_input, output_size, with_embedding, confidence_heads)
         return graph, static_input, static_outputs
 
 
@@ -170,30 +174,46 @@ class TorchEngine:
             return torch.autocast(device_type="cuda", dtype=self.dtype)
         return contextlib.nullcontext()
 
-    def _run_model(self, model, pixels: torch.Tensor, output_size, with_embedding: bool) -> Prediction:
+    def _run_model(self, model, pixels: torch.Tensor, output_size, with_embedding: bool,
+                   confidence_heads: tuple[int, ...] = ()) -> Prediction:
         if self.half_weights:
             pixels = pixels.to(self.dtype)
         with self._autocast():
-            out = model(pixels, output_size=output_size)
+            out = model(pixels, output_size=output_size, aux_heads=confidence_heads or None)
             embedding = self.model.image_embedding(out.global_features) if with_embedding else None
-        return Prediction(depth=out.depth[:, 0], embedding=embedding)
+        confidence = aux_agreement_confidence(out.depth[:, 0], [a[:, 0] for a in out.aux]) if confidence_heads else None
+        return Prediction(depth=out.depth[:, 0], embedding=embedding, confidence=confidence)
 
-    def _plain_forward(self, pixels, output_size, with_embedding):
-        return self._run_model(self.model, pixels, output_size, with_embedding)
+    def _plain_forward(self, pixels, output_size, with_embedding, confidence_heads=()):
+        return self._run_model(self.model, pixels, output_size, with_embedding, confidence_heads)
 
-    def _compiled_forward(self, pixels, output_size, with_embedding):
-        return self._run_model(self._compiled_model, pixels, output_size, with_embedding)
+    def _compiled_forward(self, pixels, output_size, with_embedding, confidence_heads=()):
+        return self._run_model(self._compiled_model, pixels, output_size, with_embedding, confidence_heads)
+
+    @property
+    def auxiliary_heads(self) -> int:
+        """How many auxiliary heads the model runs on request (the confidence map's inputs)."""
+        return len(self.model.decoder.aux_heads)
 
     @torch.inference_mode()
-    def run(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool) -> Prediction:
+    def run(
+        self,
+        pixels: torch.Tensor,
+        output_size: tuple[int, int],
+        with_embedding: bool,
+        confidence_heads: tuple[int, ...] = (),
+    ) -> Prediction:
+        """Depth (and the embedding, and with ``confidence_heads`` the confidence map of
+        :mod:`space_clip_ros.model.confidence` from those auxiliary heads) of a batch."""
         # inference_mode here too (not only in the predictor): a CUDA graph captured in inference
         # mode has inference-tensor static inputs, which cannot be written outside it.
-        out = self._forward(pixels, tuple(output_size), with_embedding)
+        out = self._forward(pixels, tuple(output_size), with_embedding, tuple(confidence_heads))
         # One copy (and cast) out of graph-owned buffers; none for the plain forward's fresh tensors.
         copy = self._outputs_reused
         return Prediction(
             depth=out.depth.to(torch.float32, copy=copy),
             embedding=None if out.embedding is None else out.embedding.to(torch.float32, copy=copy),
+            confidence=None if out.confidence is None else out.confidence.to(torch.float32, copy=copy),
         )
 
     def split_runners(self):
