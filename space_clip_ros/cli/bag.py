@@ -23,6 +23,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from .common import (
+    EXIT_OK,
+    EXIT_USAGE,
     add_model_arguments,
     add_output_arguments,
     backbone_from_args,
@@ -34,9 +36,7 @@ from .common import (
 if TYPE_CHECKING:
     from ..bags.bag_depth import BagDepthOptions
 
-EXIT_OK = 0
 EXIT_MODEL = 1
-EXIT_USAGE = 2
 EXIT_DAMAGED_INPUT = 3
 
 logger = logging.getLogger("space_clip_ros.bag")

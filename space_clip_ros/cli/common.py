@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from ..outputs.options import OptionValue
 
 
+#: Exit status of a console script that did its job, and of one refusing its arguments (argparse's own).
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
 def tool_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     """The parser of a console script: its name, and its module docstring as the help text, kept as written."""
     return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

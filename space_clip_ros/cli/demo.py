@@ -28,11 +28,9 @@ import signal
 import sys
 from pathlib import Path
 
-from .common import setup_logging, tool_parser
+from .common import EXIT_OK, EXIT_USAGE, setup_logging, tool_parser
 
-EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 logger = logging.getLogger("space_clip_ros.demo")
 

@@ -23,16 +23,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from space_clip_ros.data import synthetic
 from space_clip_ros.data.camera import CameraIntrinsics, CameraModel
 from space_clip_ros.data.formats import FOLDER_META_FILE, IntrinsicsFileError, read_intrinsics_file, read_rgb
-from space_clip_ros.data.synthetic import (
-    KITTI_INTRINSICS,
-    NYU_INTRINSICS,
-    SceneConfig,
-    make_scene,
-    render,
-    trajectory,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +33,7 @@ SOURCE_KINDS = ("synthetic", "folder", "video")
 SCENE_KINDS = ("indoor", "street")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 #: The reference camera of each scene kind (the one training data is rendered with, too).
-SCENE_CAMERAS = {"indoor": NYU_INTRINSICS, "street": KITTI_INTRINSICS}
+SCENE_CAMERAS = {"indoor": synthetic.NYU_INTRINSICS, "street": synthetic.KITTI_INTRINSICS}
 #: Output size of a synthetic source when none is asked for: NYU's 640x480, a KITTI-shaped 832x256.
 DEFAULT_SCENE_SIZES = {"indoor": (640, 480), "street": (832, 256)}
 #: Rendered frames kept for later passes of a looping synthetic source, at most this many bytes.
@@ -134,14 +127,14 @@ class SyntheticSource:
         # data follows, so a model trained on it sees the same geometry here.
         reference = SCENE_CAMERAS[self.scene_kind]
         self.camera = CameraModel(reference.scaled_to(width, height, align_pixel_centres=True))
-        self._scene = make_scene(SceneConfig(kind=self.scene_kind, seed=self.seed))
-        self._poses = trajectory(self._scene, self.frames_per_pass)
+        self._scene = synthetic.make_scene(synthetic.SceneConfig(kind=self.scene_kind, seed=self.seed))
+        self._poses = synthetic.trajectory(self._scene, self.frames_per_pass)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _frame(self, index: int) -> SourceFrame:
         cached = self._cache.get(index)
         if cached is None:
-            cached = render(self._scene, self._poses[index], self.camera.intrinsics)
+            cached = synthetic.render(self._scene, self._poses[index], self.camera.intrinsics)
             c = self.camera.intrinsics
             if (len(self._cache) + 1) * c.width * c.height * _CACHED_BYTES_PER_PIXEL <= MAX_CACHE_BYTES:
                 self._cache[index] = cached
