@@ -276,6 +276,7 @@ def test_cli_refuses_unknown_keys_and_explains(config_file, capsys):
     assert "--resume" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # renders the street data and trains an epoch
 def test_nonfinite_loss_skips_the_step_and_is_counted(tmp_path):
     config = street_config(tmp_path, [*SHORT, "train.epochs=1", "train.deterministic=false"])
     trainer = Trainer(config, tmp_path / "nan")
