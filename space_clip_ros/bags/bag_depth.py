@@ -3,10 +3,18 @@
 Two passes over the input. The first collects the CameraInfo messages (small) so that every
 image finds its calibration, whether the driver logged it just before or just after the image.
 The second copies every message unchanged and collects the images of the chosen topic into
-batches; each batch goes through the predictor in one call and, per image, the depth image, its
-CameraInfo (K scaled to the depth map) and the point cloud are written with the image's header
-stamp and the image's log time. Writing out of log-time order is fine: MCAP and SQLite3 readers
-order messages by log time.
+batches; each batch goes through the predictor in one call and, per image, every output the
+options ask for (the depth node's output topics, ``outputs.topics.OUTPUT_TOPICS``: depth image,
+its CameraInfo with K scaled to the depth map, point cloud, confidence, colour picture,
+embeddings) is written under the image's namespace with the image's header stamp and the
+image's log time. Writing out of log-time order is fine: MCAP and SQLite3 readers order messages
+by log time. An output topic is created with its first message, so a run without CameraInfo has
+no empty depth/camera_info or points topic.
+
+With ``scale_anchor: sparse_points`` the metric anchor points come from a PointCloud2 topic of the
+bag (``<namespace>/anchor_points`` by default, in the camera's optical frame): each image uses
+the newest anchor cloud logged before it that no earlier image used, as the node uses the newest
+cloud it received.
 
 Per frame the outputs are what the depth node publishes for the same frame with the same output
 options: they are built by the node's own output step
@@ -28,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from rosbags.interfaces import Connection
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from tqdm import tqdm
 
@@ -38,10 +46,14 @@ from space_clip_ros.bags.writing import BagSink, typestore_for
 from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.msgs import CameraInfoError
 from space_clip_ros.msgs.header import stamp_ns
+from space_clip_ros.msgs.pointcloud import PointCloudError
+from space_clip_ros.outputs.anchoring import DepthScaleAnchor
 from space_clip_ros.outputs.builder import DepthOutputBuilder
 from space_clip_ros.outputs.calibration import CameraCalibration
 from space_clip_ros.outputs.messages import decode_image
 from space_clip_ros.outputs.options import OptionValue, OutputOptions
+from space_clip_ros.outputs.scale_anchor import sparse_points_from_cloud
+from space_clip_ros.outputs.topics import DEPTH_CAMERA_INFO, DEPTH_IMAGE, OUTPUT_TOPICS, POINTS
 
 if TYPE_CHECKING:
     from space_clip_ros.model import CheckpointRecord
@@ -63,7 +75,10 @@ class BagDepthOptions:
         image_topic: sensor_msgs/Image or CompressedImage topic to run the model on.
         camera_info_topic: its CameraInfo; None: ``<namespace>/camera_info`` when the bag has it.
         depth_topic, depth_info_topic, points_topic: output topics; None: ``<namespace>/depth/image``,
-            ``<namespace>/depth/camera_info``, ``<namespace>/points`` (the depth node's names).
+            ``<namespace>/depth/camera_info``, ``<namespace>/points`` (the depth node's names). The
+            other outputs are always ``<namespace>/<the node's topic name>``.
+        anchor_points_topic: PointCloud2 topic of metric anchor points for ``scale_anchor:
+            sparse_points``; None: ``<namespace>/anchor_points``.
         batch_size: images per predictor call.
         outputs: output options given (:class:`~space_clip_ros.outputs.options.OutputOptions` field
             names, the depth node's parameter names): the others take OutputOptions' defaults, and
@@ -78,6 +93,7 @@ class BagDepthOptions:
     depth_topic: str | None = None
     depth_info_topic: str | None = None
     points_topic: str | None = None
+    anchor_points_topic: str | None = None
     batch_size: int = 4
     outputs: Mapping[str, OptionValue] = field(default_factory=dict)
     storage: str | None = None
@@ -93,7 +109,8 @@ class BagDepthOptions:
 
 @dataclass(frozen=True)
 class TopicPlan:
-    """Resolved input and output topic names."""
+    """Resolved input and output topic names (``outputs``: DepthOutputs field -> topic, for
+    every output the options ask for)."""
 
     image: str
     image_type: str
@@ -101,6 +118,8 @@ class TopicPlan:
     depth: str
     depth_info: str
     points: str
+    outputs: dict[str, str] = field(default_factory=dict)
+    anchor_points: str | None = None
 
 
 @dataclass
@@ -117,6 +136,8 @@ class BagDepthReport:
     depth_images: int = 0
     depth_camera_infos: int = 0
     point_clouds: int = 0
+    written: dict[str, int] = field(default_factory=dict)  # output topic -> messages written
+    anchor_clouds: int = 0
     images_failed: int = 0
     images_without_camera_info: int = 0
     damage: str | None = None
@@ -138,8 +159,12 @@ class BagDepthReport:
             f"depth images     {self.depth_images} -> {self.topics.depth if self.topics else '?'}",
             f"depth info       {self.depth_camera_infos} -> {self.topics.depth_info if self.topics else '?'}",
             f"point clouds     {self.point_clouds} -> {self.topics.points if self.topics else '?'}",
-            f"time             {self.seconds:.1f} s",
         ]
+        shown = {self.topics.depth, self.topics.depth_info, self.topics.points} if self.topics else set()
+        lines += [f"{'written':16s} {count} -> {topic}" for topic, count in self.written.items() if topic not in shown]
+        if self.topics and self.topics.anchor_points:
+            lines.append(f"anchor clouds    {self.anchor_clouds} on {self.topics.anchor_points}")
+        lines.append(f"time             {self.seconds:.1f} s")
         if self.images_without_camera_info:
             lines.append(f"no camera info   {self.images_without_camera_info} image(s): depth image only")
         return lines
@@ -178,16 +203,30 @@ def plan_topics(options: BagDepthOptions, topic_types: dict[str, str]) -> TopicP
             f"camera info topic {camera_info} is not a sensor_msgs/CameraInfo topic of the bag; CameraInfo "
             f"topics: {', '.join(sorted(t for t, k in topic_types.items() if k == cdr.CAMERA_INFO_TYPE)) or 'none'}"
         )
+    output_options = options.output_options(None)
+    chosen = {DEPTH_IMAGE: options.depth_topic, DEPTH_CAMERA_INFO: options.depth_info_topic,
+              POINTS: options.points_topic}
+    names = {topic.name: chosen.get(topic.name) or f"{namespace}/{topic.name}" for topic in OUTPUT_TOPICS}
+    anchor_points = None
+    if output_options.scale_anchor == "sparse_points":
+        anchor_points = options.anchor_points_topic or f"{namespace}/anchor_points"
+        if topic_types.get(anchor_points) != cdr.POINT_CLOUD_TYPE:
+            clouds = sorted(t for t, k in topic_types.items() if k == cdr.POINT_CLOUD_TYPE)
+            raise BagDepthError(
+                f"scale_anchor sparse_points needs a PointCloud2 topic of anchor points; {anchor_points} is not one "
+                f"in the bag (give --anchor-points-topic; PointCloud2 topics: {', '.join(clouds) or 'none'})"
+            )
     plan = TopicPlan(
         image=options.image_topic,
         image_type=image_type,
         camera_info=camera_info,
-        depth=options.depth_topic or f"{namespace}/depth/image",
-        depth_info=options.depth_info_topic or f"{namespace}/depth/camera_info",
-        points=options.points_topic or f"{namespace}/points",
+        depth=names[DEPTH_IMAGE],
+        depth_info=names[DEPTH_CAMERA_INFO],
+        points=names[POINTS],
+        outputs={t.field: names[t.name] for t in OUTPUT_TOPICS if t.asked_for(output_options)},
+        anchor_points=anchor_points,
     )
-    publish_points = options.output_options(None).publish_points
-    outputs = [plan.depth, plan.depth_info] + ([plan.points] if publish_points else [])
+    outputs = list(plan.outputs.values())
     clashes = [t for t in outputs if t in topic_types]
     if clashes or len(set(outputs)) != len(outputs):
         raise BagDepthError(
@@ -229,6 +268,7 @@ class _Frame:
     log_time_ns: int
     header: Header  # the image's own
     rgb: np.ndarray
+    anchor_points: np.ndarray | None = None  # the newest unused anchor cloud logged before the image
 
 
 @dataclass
@@ -240,14 +280,27 @@ class _DepthWriter:
     output_options: OutputOptions
     image_class: type[Image] | type[CompressedImage]
     sink: BagSink
-    outputs: dict[str, Connection]  # output name ("depth", "depth_info", "points") -> its topic in the sink
+    topics: dict[str, str]  # DepthOutputs field -> output topic (TopicPlan.outputs)
+    like: dict[str, Connection]  # a source connection of each message type, for its definition
     camera_infos: CameraInfoIndex
     report: BagDepthReport
     _batch: list[_Frame] = field(default_factory=list)
     _bad_camera_info_warned: bool = False
+    _connections: dict[str, Connection] = field(default_factory=dict)  # output topic -> made on first message
+    _anchor: DepthScaleAnchor = field(default_factory=DepthScaleAnchor)  # one camera: the image topic's
+    _anchor_points: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self._builder = DepthOutputBuilder(self.predictor.record)
+
+    def add_anchor_points(self, log_time_ns: int, raw: bytes) -> None:
+        """A cloud of the anchor points topic: the next image uses it."""
+        try:
+            self._anchor_points = sparse_points_from_cloud(cdr.decode(raw, PointCloud2))
+        except (cdr.CdrDecodeError, PointCloudError) as exc:
+            logger.warning("anchor cloud at log time %d skipped: %s", log_time_ns, exc)
+            return
+        self.report.anchor_clouds += 1
 
     def add(self, log_time_ns: int, raw: bytes) -> None:
         self.report.images += 1
@@ -258,7 +311,8 @@ class _DepthWriter:
             self.report.images_failed += 1
             logger.warning("image at log time %d skipped: %s", log_time_ns, exc)
             return
-        self._batch.append(_Frame(log_time_ns, message.header, rgb))
+        self._batch.append(_Frame(log_time_ns, message.header, rgb, self._anchor_points))
+        self._anchor_points = None
         if len(self._batch) >= self.batch_size:
             self.flush()
 
@@ -268,10 +322,18 @@ class _DepthWriter:
         by_size: dict[tuple[int, int], list[_Frame]] = {}
         for frame in frames:  # one predictor call per image size
             by_size.setdefault(frame.rgb.shape[:2], []).append(frame)
+        options = self.output_options
         for size, group in by_size.items():
-            depths = self.predictor.infer(np.stack([f.rgb for f in group]), output_size=size).depth
-            for frame, depth in zip(group, depths.cpu().numpy(), strict=True):
-                self._write_outputs(frame, depth)
+            prediction = self.predictor.infer(
+                np.stack([f.rgb for f in group]), output_size=options.output_size or size,
+                with_embedding=options.publish_embedding, with_confidence=options.wants_confidence,
+            )
+            depths = prediction.depth.cpu().numpy()
+            embeddings = None if prediction.embedding is None else prediction.embedding.float().cpu().numpy()
+            confidences = None if prediction.confidence is None else prediction.confidence.cpu().numpy()
+            for index, frame in enumerate(group):
+                self._write_outputs(frame, depths[index], None if embeddings is None else embeddings[index],
+                                    None if confidences is None else confidences[index])
 
     def _calibration(self, frame: _Frame) -> CameraCalibration | None:
         info = self.camera_infos.for_image(stamp_ns(frame.header.stamp), frame.log_time_ns)
@@ -285,20 +347,31 @@ class _DepthWriter:
                 logger.warning("unusable CameraInfo (%s): those frames get a depth image only", exc)
             return None
 
-    def _write_outputs(self, frame: _Frame, depth: np.ndarray) -> None:
+    def _connection(self, topic: str, message_type: type) -> Connection:
+        connection = self._connections.get(topic)
+        if connection is None:
+            msgtype = cdr.type_name(message_type)
+            connection = self._connections[topic] = self.sink.add_topic(topic, msgtype, self.like.get(msgtype))
+        return connection
+
+    def _write_outputs(
+        self, frame: _Frame, depth: np.ndarray, embedding: np.ndarray | None, confidence: np.ndarray | None
+    ) -> None:
         calibration = self._calibration(frame)
         if calibration is None:
             self.report.images_without_camera_info += 1
-        outputs = self._builder.build(depth, frame.header, calibration, self.output_options, rgb=frame.rgb)
-        log_time = frame.log_time_ns
-        self.sink.write(self.outputs["depth"], log_time, cdr.encode(outputs.depth_image))
+        if frame.anchor_points is not None:
+            self._anchor.set_anchor_points(frame.anchor_points)
+        outputs = self._builder.build(depth, frame.header, calibration, self.output_options, rgb=frame.rgb,
+                                      embedding=embedding, confidence=confidence, anchor=self._anchor)
+        # Every message built, on its topic (the node's publishing order), at the image's log time.
+        for topic, message in outputs.messages():
+            name = self.topics[topic.field]
+            self.sink.write(self._connection(name, topic.message_type), frame.log_time_ns, cdr.encode(message))
+            self.report.written[name] = self.report.written.get(name, 0) + 1
         self.report.depth_images += 1
-        if outputs.depth_camera_info is not None:
-            self.sink.write(self.outputs["depth_info"], log_time, cdr.encode(outputs.depth_camera_info))
-            self.report.depth_camera_infos += 1
-        if outputs.points is not None:
-            self.sink.write(self.outputs["points"], log_time, cdr.encode(outputs.points))
-            self.report.point_clouds += 1
+        self.report.depth_camera_infos += outputs.depth_camera_info is not None
+        self.report.point_clouds += outputs.points is not None
 
 
 def _collect_camera_infos(source: BagSource, topic: str) -> CameraInfoIndex:
@@ -319,7 +392,8 @@ def add_depth_to_bag(
     predictor: DepthPredictor,
     options: BagDepthOptions,
 ) -> BagDepthReport:
-    """Copy ``input_path`` to ``output_path`` with depth, depth camera info and point clouds added.
+    """Copy ``input_path`` to ``output_path`` with depth, depth camera info, point clouds and the
+    other outputs the options ask for added.
 
     Raises :class:`BagDepthError`, :class:`~space_clip_ros.bags.reading.BagOpenError` or
     :class:`~space_clip_ros.bags.writing.BagWriteError` when the job cannot start. Damage in the
@@ -330,6 +404,8 @@ def add_depth_to_bag(
         raise BagDepthError(f"batch size must be >= 1, got {options.batch_size}")
     output_options = options.output_options(predictor.record)
     reason = output_options.problem()
+    if reason is None and output_options.wants_confidence:
+        reason = predictor.confidence_problem()
     if reason is not None:
         raise BagDepthError(f"output options: {reason}")
     started = time.perf_counter()
@@ -350,16 +426,9 @@ def add_depth_to_bag(
         with sink:
             for connection in source.connections:  # every topic, even those without messages
                 sink.copy_connection(connection)
-            outputs = {"depth": sink.add_topic(plan.depth, cdr.IMAGE_TYPE, like.get(cdr.IMAGE_TYPE))}
-            if camera_infos:  # without calibration there is nothing to write on these topics
-                outputs["depth_info"] = sink.add_topic(plan.depth_info, cdr.CAMERA_INFO_TYPE,
-                                                       like.get(cdr.CAMERA_INFO_TYPE))
-                if output_options.publish_points:
-                    outputs["points"] = sink.add_topic(plan.points, cdr.POINT_CLOUD_TYPE,
-                                                       like.get(cdr.POINT_CLOUD_TYPE))
             image_class = CompressedImage if plan.image_type == cdr.COMPRESSED_IMAGE_TYPE else Image
-            writer = _DepthWriter(predictor, options.batch_size, output_options, image_class, sink, outputs,
-                                  camera_infos, report)
+            writer = _DepthWriter(predictor, options.batch_size, output_options, image_class, sink, plan.outputs,
+                                  like, camera_infos, report)
             total = sum(c.msgcount for c in source.connections if c.topic == plan.image) or None
             stream = source.stream()
             with tqdm(total=total, unit="img", desc="depth", disable=not options.progress) as progress:
@@ -368,6 +437,8 @@ def add_depth_to_bag(
                     if connection.topic == plan.image:
                         writer.add(log_time, raw)
                         progress.update(1)
+                    elif connection.topic == plan.anchor_points:
+                        writer.add_anchor_points(log_time, raw)
                 writer.flush()  # the last, partial batch (also after damage: those images were read)
             report.messages_read = stream.count
             report.damage = stream.damage

@@ -31,6 +31,11 @@ class CdrDecodeError(ValueError):
     """Bytes that are not a message of the expected type (a damaged or mislabelled record)."""
 
 
+def type_name(message_class: type) -> str:
+    """The rosbag2 type name of a message class (``sensor_msgs/msg/Image`` for sensor_msgs.msg.Image)."""
+    return f"{message_class.__module__.split('.')[0]}/msg/{message_class.__name__}"
+
+
 def decode(raw: bytes, message_class: type[MessageT]) -> MessageT:
     """A message object from its CDR bytes (as stored in a bag); raises :class:`CdrDecodeError`."""
     try:

@@ -5,11 +5,16 @@ Examples:
   space-clip-bag run1.mcap out --image-topic /camera/image_raw/compressed --batch-size 8
   space-clip-bag run1 out --image-topic /cam/image --camera-info-topic /cam/info \\
       --depth-topic /cam/depth --points-topic /cam/cloud --storage sqlite3
+  space-clip-bag run1 out --image-topic /cam/image --confidence --points-min-confidence 0.3 \\
+      --flying-pixel-threshold 0.04 --out-of-range rep117 --scale-anchor ground_plane --camera-height 0.3
 
 IN is a rosbag2 directory (MCAP or SQLite3) or a single .mcap / .db3 file. OUT is a new bag
 directory holding every message of IN unchanged (same bytes, log times, topics, types and QoS)
 plus, for every image of --image-topic, a depth image (REP 118), its CameraInfo and a point
-cloud, all stamped with the image's header stamp and logged at the image's log time.
+cloud, all stamped with the image's header stamp and logged at the image's log time; and, when
+asked for, the depth node's other outputs (depth/confidence, depth/colored,
+clip/image_embedding_stamped and clip/image_embedding) under the image's namespace. The output
+flags are the node's output parameters of the same names (docs/ros_node.md).
 
 Exit status: 0 done; 1 the model could not be loaded; 2 bad arguments, topics or paths;
 3 the input bag is damaged (OUT holds everything read before the damage).
@@ -52,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--depth-topic", help="output depth image (default: <namespace>/depth/image)")
     topics.add_argument("--depth-info-topic", help="output CameraInfo (default: <namespace>/depth/camera_info)")
     topics.add_argument("--points-topic", help="output PointCloud2 (default: <namespace>/points)")
+    topics.add_argument("--anchor-points-topic",
+                        help="PointCloud2 of metric anchor points in the camera's optical frame, for --scale-anchor "
+                             "sparse_points (default: <namespace>/anchor_points)")
     add_model_arguments(parser)
     run = parser.add_argument_group("inference")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -74,6 +82,7 @@ def options_from_args(args: argparse.Namespace) -> BagDepthOptions:
         depth_topic=args.depth_topic,
         depth_info_topic=args.depth_info_topic,
         points_topic=args.points_topic,
+        anchor_points_topic=args.anchor_points_topic,
         batch_size=args.batch_size,
         outputs=output_values(args),
         storage=args.storage,
