@@ -1302,8 +1302,10 @@ class _FakePredictor:
 def depth_node_without_model(monkeypatch):
     """The depth node class with the model replaced by a stub (its parameter handling is real)."""
     depth_node = pytest.importorskip("space_clip_ros.ros.depth_node")
+    from space_clip_ros.ros import depth_pipeline
+
     monkeypatch.setattr(depth_node, "build_predictor", lambda settings: _FakePredictor())
-    monkeypatch.setattr(depth_node, "DepthFrameProcessor", lambda predictor: object())
+    monkeypatch.setattr(depth_pipeline, "DepthFrameProcessor", lambda predictor: object())
     monkeypatch.setattr(depth_node, "model_facts", lambda predictor, checkpoint: {})
     return depth_node
 
@@ -1331,27 +1333,71 @@ def test_depth_node_parameters_without_post_set_callbacks(ros_context, depth_nod
     try:
         # The path taken: this rclpy (Iron and later) keeps its post-set callbacks in this list.
         assert len(node._post_set_parameters_callbacks) == (0 if humble_like else 1)
-        assert node._settings.points_stride == 4
+        assert node.settings.outputs.points_stride == 4
 
         (result,) = node.set_parameters([Parameter("points_stride", value=2)])
-        assert result.successful and node._settings.points_stride == 2
+        assert result.successful and node.settings.outputs.points_stride == 2
 
         (result,) = node.set_parameters([Parameter("depth_encoding", value="8UC1")])
         assert not result.successful and "must be one of" in result.reason
-        assert node._settings.depth_encoding == "32FC1"
+        assert node.settings.outputs.depth_encoding == "32FC1"
         (result,) = node.set_parameters([Parameter("points_stride", value=0)])  # descriptor's range
-        assert not result.successful and node._settings.points_stride == 2
+        assert not result.successful and node.settings.outputs.points_stride == 2
 
         (result,) = node.set_parameters([Parameter("min_depth", value=500.0)])
         assert not result.successful and "max_depth" in result.reason
-        before = node._settings.max_depth
+        before = node.settings.outputs.max_depth
         result = node.set_parameters_atomically([Parameter("max_depth", value=before + 10.0),
                                                  Parameter("min_depth", value=before + 1.0)])
         assert result.successful
-        assert (node._settings.min_depth, node._settings.max_depth) == (before + 1.0, before + 10.0)
+        assert (node.settings.outputs.min_depth, node.settings.outputs.max_depth) == (before + 1.0, before + 10.0)
 
         (result,) = node.set_parameters([Parameter("device", value="cuda")])  # read-only
-        assert not result.successful and node._settings.device == "auto"
+        assert not result.successful and node.settings.device == "auto"
+    finally:
+        node.stop()
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("humble_like", [False, True], ids=["post-set", "humble-fallback"])
+def test_depth_node_camera_parameters_without_post_set_callbacks(ros_context, depth_node_without_model, monkeypatch,
+                                                                 humble_like):
+    """``cameras`` (a string array, declared by its type) and each camera's own parameters."""
+    from rclpy.parameter import Parameter
+
+    depth_node = depth_node_without_model
+    if humble_like:
+        monkeypatch.setattr(depth_node.DepthNode, "add_post_set_parameters_callback", None, raising=False)
+    options = {"context": ros_context, "start_parameter_services": False, "enable_rosout": False}
+
+    with pytest.raises(depth_node.StartupError, match=r"rear.output_width \(320\) and rear.output_height \(-1\)"):
+        depth_node.DepthNode(parameter_overrides=[Parameter("cameras", value=["front", "rear"]),
+                                                  Parameter("rear.output_width", value=320)], **options)
+
+    node = depth_node.DepthNode(parameter_overrides=[
+        Parameter("cameras", value=["front", "rear"]), Parameter("rear.image_transport", value="compressed"),
+        Parameter("rear.output_width", value=320), Parameter("rear.output_height", value=240)], **options)
+    try:
+        assert node.settings.cameras == ("front", "rear")
+        assert node.settings.image_transport_for("rear") == "compressed"
+        assert node.settings.outputs_for("rear").output_size == (240, 320)
+        assert node.get_parameter("front.output_width").value == -1
+
+        result = node.set_parameters_atomically([Parameter("front.output_width", value=64),
+                                                 Parameter("front.output_height", value=48)])
+        assert result.successful and node.settings.outputs_for("front").output_size == (48, 64)
+        (result,) = node.set_parameters([Parameter("front.output_width", value=0)])
+        assert not result.successful and "front.output_height (48)" in result.reason
+        (result,) = node.set_parameters([Parameter("rear.image_transport", value="raw")])  # read-only
+        assert not result.successful and node.settings.image_transport_for("rear") == "compressed"
+    finally:
+        node.stop()
+        node.destroy_node()
+
+    # Without the parameter (rcl reads an empty YAML list as "not set" too): the single camera.
+    node = depth_node.DepthNode(**options)
+    try:
+        assert node.settings.cameras == () and not node.has_parameter("front.output_width")
     finally:
         node.stop()
         node.destroy_node()

@@ -29,8 +29,14 @@ from ros_helpers import (
     unique_namespace,
 )
 
+from space_clip_ros.msgs.image import SUPPORTED_COLOUR_ENCODINGS
 from space_clip_ros.ros import topics
-from space_clip_ros.ros.parameters import PARAMETERS, PARAMETERS_BY_NAME, check_consistency
+from space_clip_ros.ros.parameters import (
+    PARAMETERS,
+    PARAMETERS_BY_NAME,
+    check_consistency,
+    render_camera_markdown_table,
+)
 from space_clip_ros.ros.parameters import render_markdown_table as render_parameter_table
 from space_clip_ros.ros.topics import render_markdown_table as render_topic_table
 
@@ -208,6 +214,27 @@ def test_docs_carry_the_generated_tables(doc):
     assert render_topic_table() in text, hint
 
 
+def test_docs_carry_the_camera_table_and_the_encodings():
+    text = DOCS_FILE.read_text()
+    assert render_camera_markdown_table() in text, "regenerate with render_camera_markdown_table()"
+    listed = text.split("<!-- encodings:begin -->")[1].split("<!-- encodings:end -->")[0]
+    assert re.findall(r"`([^`]+)`", listed) == list(SUPPORTED_COLOUR_ENCODINGS)
+    blocks = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)]
+    cameras = next(b for b in blocks if "/**/space_clip_depth" in b)["/**/space_clip_depth"]["ros__parameters"]
+    assert check_consistency({**{spec.name: spec.default for spec in PARAMETERS}, **_flattened(cameras)}) is None
+
+
+def _flattened(values: dict, prefix: str = "") -> dict:
+    """Nested YAML parameters as rcl reads them: ``rear: {output_width: 0}`` is ``rear.output_width``."""
+    flat = {}
+    for name, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flattened(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
 def test_docs_nav2_and_laserscan_snippets_are_valid_yaml():
     text = DOCS_FILE.read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
@@ -243,8 +270,9 @@ def test_node_accepts_every_value_of_the_parameters_file(tmp_path):
     try:
         node.wait_for_log(r"\[INFO\].*SPACE-CLIP ViT-B-16 .*UNTRAINED decoder", timeout=120)
         values = client.get_parameters(f"{namespace}/space_clip_depth", [spec.name for spec in PARAMETERS])
+        # rcl reads the file's empty list as "not set": `cameras` reads back as None (no cameras).
         expected = {**yaml_parameters(), "points_stride": 2, "colormap": "jet", "device": "cpu",
-                    "vision_overrides": json.dumps(TINY_VISION_OVERRIDES)}
+                    "vision_overrides": json.dumps(TINY_VISION_OVERRIDES), "cameras": None}
         assert values == expected
         log = node.log()
         # Without a checkpoint: runs, and says so once at WARNING.

@@ -14,13 +14,13 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy
 
 from space_clip_ros.ros import diagnostics as diag
-from space_clip_ros.ros.frame_slot import LatestFrameSlot
+from space_clip_ros.ros.frame_slot import LatestFrameSlot, take_waiting
 from space_clip_ros.ros.log_limiter import RepeatLimiter
 from space_clip_ros.ros.logging_bridge import forward_package_logs, stop_forwarding
 from space_clip_ros.ros.model_setup import backbone_config
 from space_clip_ros.ros.parameters import DepthNodeSettings
 from space_clip_ros.ros.qos import output_qos, sensor_input_qos
-from space_clip_ros.ros.topics import TOPICS, compressed_image_topic, render_markdown_table
+from space_clip_ros.ros.topics import TOPICS, camera_topics, compressed_image_topic, render_markdown_table
 
 
 class FakeClock:
@@ -59,6 +59,31 @@ def test_slot_wakes_a_waiting_taker_and_close_releases_it():
     slot.close()
     worker.join(timeout=2)
     assert taken[-1] is None and time.monotonic() - started < 2 and slot.closed
+
+
+def test_slots_sharing_a_condition_give_the_worker_every_waiting_frame_at_once():
+    condition = threading.Condition()
+    front: LatestFrameSlot[str] = LatestFrameSlot(condition)
+    rear: LatestFrameSlot[str] = LatestFrameSlot(condition)
+    side: LatestFrameSlot[str] = LatestFrameSlot(condition)
+    assert take_waiting([front, rear, side], condition, timeout=0.05) == []  # nothing: waits, gives up
+    front.put("f1")
+    front.put("f2")  # latest frame wins, per camera
+    side.put("s1")
+    assert take_waiting([front, rear, side], condition, timeout=0) == [(0, "f2"), (2, "s1")]
+    assert front.dropped == 1 and side.dropped == 0
+
+    taken = []
+    worker = threading.Thread(target=lambda: taken.append(take_waiting([front, rear, side], condition, timeout=5)))
+    worker.start()
+    time.sleep(0.05)
+    rear.put("r1")  # any camera's frame wakes the worker
+    worker.join(timeout=2)
+    assert taken == [[(1, "r1")]]
+
+    rear.put("r2")
+    rear.close()
+    assert take_waiting([front, rear, side], condition, timeout=5) == []  # closed: nothing more
 
 
 # ---- log limiter --------------------------------------------------------------------------------
@@ -105,11 +130,12 @@ def test_rate_meter_and_latency_window():
     assert window.percentile_ms(0) == pytest.approx(2.0)
 
 
-def _array(stats: diag.PipelineStats, dropped: int = 0, points: bool = True):
-    return diag.diagnostic_array(
-        stats.snapshot(dropped, mark_reported=True), Time(sec=5), "/ns/space_clip_depth: depth estimation",
-        "cpu", {diag.KEY_DEVICE: "cpu (fp32)"}, points_enabled=points,
+def _array(stats: diag.PipelineStats, points: bool = True):
+    status = diag.diagnostic_status(
+        stats.snapshot(mark_reported=True), "/ns/space_clip_depth: depth estimation", "cpu",
+        {diag.KEY_DEVICE: "cpu (fp32)"}, points_enabled=points,
     )
+    return diag.diagnostic_array([status], Time(sec=5))
 
 
 def test_diagnostics_levels_and_values():
@@ -124,11 +150,14 @@ def test_diagnostics_levels_and_values():
         stats.frame_received()
         clock.now += 0.1
     stats.frame_skipped()
+    stats.frame_dropped()
+    stats.frame_published(latency_s=0.2, inference_s=0.1, stamp_age_s=None, batch_size=2)
     stats.frame_published(latency_s=0.2, inference_s=0.1, stamp_age_s=None)
-    (status,) = _array(stats, dropped=1).status
+    (status,) = _array(stats).status
     assert status.level == DiagnosticStatus.WARN and "CameraInfo" in status.message
     values = {kv.key: kv.value for kv in status.values}
-    assert values[diag.KEY_RECEIVED] == "3" and values[diag.KEY_PROCESSED] == "1"
+    assert values[diag.KEY_RECEIVED] == "3" and values[diag.KEY_PROCESSED] == "2"
+    assert values[diag.KEY_BATCH_LAST] == "1" and values[diag.KEY_BATCH_LARGEST] == "2"
     assert values[diag.KEY_DROPPED] == "1" and values[diag.KEY_SKIPPED] == "1"
     assert values[diag.KEY_LATENCY_P50] == "200.0" and values[diag.KEY_INFERENCE_P95] == "100.0"
     assert values[diag.KEY_STAMP_AGE_P50] == "n/a" and values[diag.KEY_DEVICE] == "cpu (fp32)"
@@ -198,6 +227,18 @@ def test_compressed_topic_follows_the_image_remapping_like_image_transport():
     assert compressed_image_topic(remapped_image) == "/camera/color/image_raw/compressed"
     explicit = _resolver({"/robot/image": "/a", "/robot/image/compressed": "/b/jpeg"})
     assert compressed_image_topic(explicit) == "/b/jpeg"
+    # A camera's image topic, the same way.
+    front = _resolver({"/robot/front/image": "/cam_front/image_raw"})
+    assert compressed_image_topic(front, camera_topics("front").image) == "/cam_front/image_raw/compressed"
+
+
+def test_each_camera_has_every_topic_under_its_name():
+    single, front = camera_topics(""), camera_topics("front")
+    assert (single.image, single.camera_info, single.name("points")) == ("image", "camera_info", "points")
+    assert (front.image, front.camera_info) == ("front/image", "front/camera_info")
+    assert front.outputs["depth/image"] == "front/depth/image" and front.outputs["points"] == "front/points"
+    assert len(front.outputs) == len(single.outputs)
+    assert all(name.startswith("front/") for name in front.outputs.values())
 
 
 def test_topic_table():

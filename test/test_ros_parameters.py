@@ -19,27 +19,31 @@ from space_clip_ros.outputs.options import OPTIONS, OutputOptions
 from space_clip_ros.ros import camera_simulator
 from space_clip_ros.ros.parameter_table import markdown_table
 from space_clip_ros.ros.parameters import (
+    CAMERA_PARAMETERS,
     PARAMETERS,
     PARAMETERS_BY_NAME,
     DepthNodeSettings,
     check_changes,
     check_consistency,
     check_value,
+    render_camera_markdown_table,
     render_markdown_table,
 )
 
 RUNTIME = {"points_stride", "min_depth", "max_depth", "points_max_range", "colormap", "publish_points",
            "publish_colored", "publish_embedding", "points_organized", "points_rgb", "process_every_n",
-           "depth_encoding", "focal_rescale", "frame_id", "output_width", "output_height"}
+           "depth_encoding", "focal_rescale", "frame_id", "output_width", "output_height", "undistort",
+           "out_of_range", "scale_anchor", "camera_height", "scale_smoothing", "flying_pixel_threshold",
+           "flying_pixels_invalid", "points_min_confidence", "publish_confidence"}
 READ_ONLY = {"checkpoint", "backbone", "pretrained", "vision_overrides", "device", "precision", "backend", "optimize",
              "exported_model",
-             "image_transport", "qos_depth", "publisher_reliability"}
+             "image_transport", "qos_depth", "publisher_reliability", "cameras", "camera_info_tolerance"}
 
 
 def test_table_names_are_unique_and_match_the_settings_snapshot():
     names = [spec.name for spec in PARAMETERS]
     assert len(names) == len(set(names))
-    own = [f.name for f in dataclasses.fields(DepthNodeSettings) if f.name != "outputs"]
+    own = [f.name for f in dataclasses.fields(DepthNodeSettings) if f.name not in ("outputs", "camera_settings")]
     assert names == own + [f.name for f in dataclasses.fields(OutputOptions)]
     assert list(DepthNodeSettings.defaults().values()) == names
 
@@ -71,7 +75,8 @@ def test_every_default_is_valid_and_described(spec):
     assert descriptor.read_only == spec.read_only
     assert ("Read-only" in descriptor.description) == spec.read_only
     expected_type = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-                     float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+                     float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
+                     list: ParameterType.PARAMETER_STRING_ARRAY}
     assert descriptor.type == expected_type[type(spec.default)]
     if isinstance(spec.default, float):
         (float_range,) = descriptor.floating_point_range
@@ -105,6 +110,14 @@ def test_every_default_is_valid_and_described(spec):
         ("vision_overrides", "[64]", "JSON object"),
         ("qos_depth", 0, ">= 1"),
         ("no_such_parameter", 1, "unknown parameter"),
+        ("cameras", ["front", "front"], "more than once"),
+        ("cameras", ["front/left"], "letters, digits and underscores"),
+        ("cameras", ["2nd"], "start with a letter"),
+        ("cameras", "front", "string array"),
+        ("camera_info_tolerance", -0.1, ">= 0.0"),
+        ("front.output_width", -2, ">= -1"),
+        ("front.image_transport", "theora", "raw, compressed"),
+        ("front.no_such_parameter", 1, "unknown parameter"),
     ],
 )
 def test_invalid_values_are_refused_with_a_reason(name, value, words):
@@ -117,7 +130,9 @@ def test_invalid_values_are_refused_with_a_reason(name, value, words):
 @pytest.mark.parametrize(
     ("name", "value"),
     [("device", "cuda:1"), ("device", "cpu"), ("vision_overrides", '{"width": 64}'), ("min_depth", 0),
-     ("max_depth", 80.0), ("colormap", "jet"), ("depth_encoding", "16UC1"), ("points_stride", 64)],
+     ("max_depth", 80.0), ("colormap", "jet"), ("depth_encoding", "16UC1"), ("points_stride", 64),
+     ("cameras", ["front", "rear_left"]), ("cameras", []), ("cameras", None), ("camera_info_tolerance", 0.02),
+     ("front.output_width", 320), ("front.image_transport", ""), ("front.image_transport", "compressed")],
 )
 def test_valid_values_pass(name, value):
     assert check_value(name, value) is None
@@ -134,6 +149,12 @@ def test_rules_between_parameters():
     assert check_changes(defaults, {"output_width": 320, "output_height": 240}) is None
     # A single bad value is reported before the rules between parameters.
     assert "points_stride" in check_changes(defaults, {"points_stride": 0, "min_depth": 99.0})
+    # Each camera's own output size: -1 (the node's), 0 (its image's) or > 0, width and height together.
+    cameras = {**defaults, "cameras": ["front"], "front.output_width": -1, "front.output_height": -1}
+    assert check_consistency(cameras) is None
+    assert "front.output_height (-1)" in check_changes(cameras, {"front.output_width": 320})
+    assert check_changes(cameras, {"front.output_width": 320, "front.output_height": 240}) is None
+    assert "both 0" in check_changes(cameras, {"front.output_width": 0, "front.output_height": 240})
 
 
 def test_settings_snapshot():
@@ -148,6 +169,29 @@ def test_settings_snapshot():
     assert isinstance(changed.outputs.max_depth, float)
     assert changed.vision_overrides_dict == {"width": 64}
     assert changed.replace(points_max_range=0.0).outputs.cloud_max_range == 20.0
+
+
+def test_camera_settings_take_the_nodes_values_unless_set():
+    settings = DepthNodeSettings.from_values({
+        "cameras": ["front", "rear"], "image_transport": "compressed", "output_width": 320, "output_height": 240,
+        "rear.image_transport": "raw", "rear.output_width": 0, "rear.output_height": 0, "points_stride": 2,
+    })
+    assert settings.cameras == ("front", "rear") and settings.camera_info_tolerance == 0.0 and settings.undistort
+    assert settings.image_transport_for("front") == "compressed" and settings.image_transport_for("rear") == "raw"
+    assert settings.outputs_for("front").output_size == (240, 320)
+    assert settings.outputs_for("rear").output_size is None  # its own images' size
+    assert settings.outputs_for("rear").points_stride == 2  # everything else is the node's
+    assert settings.values()["rear.output_width"] == 0 and settings.values()["cameras"] == ["front", "rear"]
+    assert DepthNodeSettings.from_values(settings.values()) == settings
+    # No cameras (or "not set", as rcl reads an empty YAML list): the single camera, named "".
+    single = DepthNodeSettings.from_values({"cameras": None})
+    assert single.cameras == () and single.outputs_for("") == single.outputs
+
+
+def test_camera_markdown_table():
+    table = render_camera_markdown_table()
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == [f"<camera>.{spec.name}" for spec in CAMERA_PARAMETERS]
 
 
 def test_markdown_table_has_one_row_per_parameter():

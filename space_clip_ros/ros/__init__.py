@@ -6,10 +6,13 @@ for every node), ``parameters`` (the depth node's parameter table), ``topics`` (
 inference worker), ``diagnostics`` (rates, latencies, DiagnosticArray), ``log_limiter`` (repeat
 suppression for error logs), ``logging_bridge`` (Python logging -> ROS logger), ``model_setup``
 (predictor from parameters), ``node_main`` (a node process's start-up and shutdown),
-``depth_node`` (the node itself and its entry point) and ``camera_simulator`` (a camera driver
-without a camera). A frame's work (decode, predict, build the messages) is
-``outputs.frame_processor``'s, which the benchmark and (through ``outputs.builder``) the bag
-tool share.
+``node_parameters`` (the depth node's parameters on an rclpy node), ``depth_pipeline`` (the
+cameras' mailboxes, the worker and its batched pass; no rclpy), ``depth_endpoints`` (the
+pipeline's topics on a node), ``depth_node`` (the node itself and its entry point) and
+``camera_simulator`` (a camera driver without a camera). A frame's work (decode, CameraInfo by
+stamp, undistort, predict, build the messages) is ``outputs.camera_input``'s and
+``outputs.frame_processor``'s, which the benchmark and (through ``outputs.builder``) the bag tool
+share.
 
 Nothing is imported here so that ``import space_clip_ros.ros.<module>`` stays light: the camera
 simulator (and ``parameter_table``, ``node_main``, ``qos``, ``topics``) never import torch.

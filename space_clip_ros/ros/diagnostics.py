@@ -81,6 +81,8 @@ class StatsSnapshot:
     seconds_since_last_frame: float
     camera_info_received: bool
     last_error: str
+    last_batch_size: int = 0  # frames in the encoder + decoder pass of the last processed frame
+    largest_batch_size: int = 0  # the most frames a pass of this camera's frames held
 
 
 class PipelineStats:
@@ -94,7 +96,8 @@ class PipelineStats:
         self._latency = LatencyWindow()
         self._inference = LatencyWindow()
         self._stamp_age = LatencyWindow()
-        self._received = self._processed = self._skipped = self._errors = 0
+        self._received = self._processed = self._skipped = self._dropped = self._errors = 0
+        self._last_batch = self._largest_batch = 0
         self._errors_reported = 0
         self._last_frame_time: float | None = None
         self._camera_info_received = False
@@ -110,14 +113,23 @@ class PipelineStats:
         with self._lock:
             self._skipped += 1
 
+    def frame_dropped(self) -> None:
+        """A waiting frame was replaced by a newer one before the worker took it."""
+        with self._lock:
+            self._dropped += 1
+
     def camera_info_received(self) -> None:
         with self._lock:
             self._camera_info_received = True
 
-    def frame_published(self, latency_s: float, inference_s: float, stamp_age_s: float | None) -> None:
-        """One frame's outputs went out; ``latency_s`` runs from receipt to publish."""
+    def frame_published(self, latency_s: float, inference_s: float, stamp_age_s: float | None,
+                        batch_size: int = 1) -> None:
+        """One frame's outputs went out; ``latency_s`` runs from receipt to publish; ``batch_size``
+        frames shared its encoder + decoder pass."""
         with self._lock:
             self._processed += 1
+            self._last_batch = batch_size
+            self._largest_batch = max(self._largest_batch, batch_size)
             self._output_rate.tick()
             self._latency.add(latency_s)
             self._inference.add(inference_s)
@@ -129,7 +141,7 @@ class PipelineStats:
             self._errors += 1
             self._last_error = text
 
-    def snapshot(self, frames_dropped: int, mark_reported: bool = False) -> StatsSnapshot:
+    def snapshot(self, mark_reported: bool = False) -> StatsSnapshot:
         """Current values; ``mark_reported`` starts a new period for ``errors_since_last_report``."""
         with self._lock:
             since_last = (
@@ -138,7 +150,7 @@ class PipelineStats:
             snap = StatsSnapshot(
                 frames_received=self._received,
                 frames_processed=self._processed,
-                frames_dropped=frames_dropped,
+                frames_dropped=self._dropped,
                 frames_skipped=self._skipped,
                 errors=self._errors,
                 errors_since_last_report=self._errors - self._errors_reported,
@@ -152,6 +164,8 @@ class PipelineStats:
                 seconds_since_last_frame=since_last,
                 camera_info_received=self._camera_info_received,
                 last_error=self._last_error,
+                last_batch_size=self._last_batch,
+                largest_batch_size=self._largest_batch,
             )
             if mark_reported:
                 self._errors_reported = self._errors
@@ -173,6 +187,9 @@ KEY_INFERENCE_P50 = "inference time p50 (ms)"
 KEY_INFERENCE_P95 = "inference time p95 (ms)"
 KEY_STAMP_AGE_P50 = "age of image stamp at publish p50 (ms)"
 KEY_CAMERA_INFO = "camera_info received"
+KEY_BATCH_LAST = "inference batch size (last)"
+KEY_BATCH_LARGEST = "inference batch size (largest)"
+KEY_CAMERA = "camera"
 KEY_DEVICE = "device"
 KEY_MODEL = "model"
 KEY_BACKBONE_WEIGHTS = "backbone weights"
@@ -186,15 +203,14 @@ def _number(value: float, digits: int = 1) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def diagnostic_array(
+def diagnostic_status(
     snapshot: StatsSnapshot,
-    stamp: Time,
     name: str,
     hardware_id: str,
     static_values: Mapping[str, str],
     points_enabled: bool,
-) -> DiagnosticArray:
-    """One DiagnosticStatus describing the node's pipeline.
+) -> DiagnosticStatus:
+    """One DiagnosticStatus describing one camera's pipeline.
 
     Level: ERROR when frames failed since the last report; WARN when no image arrived for
     :data:`STALE_INPUT_S` seconds or point clouds are on but no CameraInfo has come; else OK.
@@ -226,15 +242,21 @@ def diagnostic_array(
         KEY_INFERENCE_P95: _number(snapshot.inference_p95_ms),
         KEY_STAMP_AGE_P50: _number(snapshot.stamp_age_p50_ms),
         KEY_CAMERA_INFO: "yes" if snapshot.camera_info_received else "no",
+        KEY_BATCH_LAST: str(snapshot.last_batch_size),
+        KEY_BATCH_LARGEST: str(snapshot.largest_batch_size),
         **static_values,
     }
-    status = DiagnosticStatus(
+    return DiagnosticStatus(
         level=level,
         name=name,
         message=message,
         hardware_id=hardware_id,
         values=[KeyValue(key=key, value=value) for key, value in values.items()],
     )
-    array = DiagnosticArray(status=[status])
+
+
+def diagnostic_array(statuses: list[DiagnosticStatus], stamp: Time) -> DiagnosticArray:
+    """The message of one report: every camera's status."""
+    array = DiagnosticArray(status=list(statuses))
     array.header.stamp = stamp
     return array

@@ -23,7 +23,7 @@ from rcl_interfaces.msg import (
     ParameterType,
 )
 
-ParameterValue = bool | int | float | str
+ParameterValue = bool | int | float | str | list[str]
 
 #: Values of an ``image_transport`` parameter (raw sensor_msgs/Image or its compressed sub-topic).
 IMAGE_TRANSPORTS = ("raw", "compressed")
@@ -37,7 +37,11 @@ class ParameterSpec:
 
     Attributes:
         name: the ROS parameter name.
-        default: the default value; its Python type is the parameter's type.
+        default: the default value; its Python type is the parameter's type. A list: a string
+            array, declared "not set" unless given, which means the default. (rclpy cannot hold an
+            empty string array: it takes ``[]`` for a byte array, and rcl reads an empty YAML list
+            as "not set"; so the descriptor allows any type, and :meth:`check` allows only
+            strings.)
         description: what it does (shown by ``ros2 param describe`` and in the docs).
         group: heading it is listed under in a parameters file and the docs (empty: none).
         read_only: fixed at start-up; runtime changes are refused.
@@ -60,8 +64,18 @@ class ParameterSpec:
 
     @property
     def type_name(self) -> str:
-        """ROS parameter type name: bool, integer, double or string."""
-        return {bool: "bool", int: "integer", float: "double", str: "string"}[type(self.default)]
+        """ROS parameter type name: bool, integer, double, string or string array."""
+        return {bool: "bool", int: "integer", float: "double", str: "string", list: "string array"}[type(self.default)]
+
+    @property
+    def is_string_array(self) -> bool:
+        return isinstance(self.default, list)
+
+    def value_or_default(self, value: Any) -> Any:
+        """``value``, or the default for a string array that is not set (None)."""
+        if self.is_string_array and value is None:
+            return list(self.default)
+        return value
 
     @property
     def constraints(self) -> str:
@@ -77,6 +91,8 @@ class ParameterSpec:
 
     def check(self, value: Any) -> str | None:
         """None if ``value`` is valid for this parameter, else the reason it is not."""
+        if self.is_string_array:
+            return self._check_string_array(value)
         expected = type(self.default)
         # bool is an int in Python; a ROS bool is never an integer or double parameter.
         type_ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
@@ -93,6 +109,15 @@ class ParameterSpec:
             return f"{self.name} must be <= {self.max_value}, got {value}"
         if self.choices and value not in self.choices:
             return f"{self.name} must be one of {', '.join(self.choices)}; got '{value}'"
+        return self._extra_problem(value)
+
+    def _check_string_array(self, value: Any) -> str | None:
+        value = self.value_or_default(value)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+            return f"{self.name} must be a string array, got {type(value).__name__} {value!r}"
+        return self._extra_problem(list(value))
+
+    def _extra_problem(self, value: Any) -> str | None:
         if self.extra_check is not None:
             reason = self.extra_check(value)
             if reason is not None:
@@ -105,10 +130,11 @@ class ParameterSpec:
         text = self.description + when
         descriptor = ParameterDescriptor(
             name=self.name,
-            type=getattr(ParameterType, "PARAMETER_" + self.type_name.upper()),
+            type=getattr(ParameterType, "PARAMETER_" + self.type_name.upper().replace(" ", "_")),
             description=text,
             additional_constraints=self.constraints,
             read_only=self.read_only,
+            dynamic_typing=self.is_string_array,  # "not set" is its empty value (see the class notes)
         )
         if isinstance(self.default, float) and self.min_value is not None:
             descriptor.floating_point_range = [
@@ -124,12 +150,15 @@ class ParameterSpec:
 def declare_parameters(node: Any, specs: Iterable[ParameterSpec]) -> dict[str, ParameterValue]:
     """Declare every parameter of ``specs`` on an rclpy ``node``, with its default and descriptor.
 
-    Returns name -> value after the command line's and parameter files' overrides. rclpy raises
-    its ParameterException subclasses for a value of the wrong type, out of range, or refused by
-    the node's on-set-parameters callbacks.
+    Returns name -> value after the command line's and parameter files' overrides (a string array
+    not given: its default). rclpy raises its ParameterException subclasses for a value of the
+    wrong type, out of range, or refused by the node's on-set-parameters callbacks.
     """
-    declared = node.declare_parameters("", [(spec.name, spec.default, spec.descriptor()) for spec in specs])
-    return {parameter.name: parameter.value for parameter in declared}
+    specs = list(specs)
+    declared = node.declare_parameters(
+        "", [(spec.name, None if spec.is_string_array else spec.default, spec.descriptor()) for spec in specs]
+    )
+    return {parameter.name: spec.value_or_default(parameter.value) for spec, parameter in zip(specs, declared)}
 
 
 def _markdown_cell(text: str) -> str:
@@ -137,6 +166,8 @@ def _markdown_cell(text: str) -> str:
 
 
 def _format_default(value: ParameterValue) -> str:
+    if isinstance(value, list):
+        return "`[" + ", ".join(f'"{item}"' for item in value) + "]`"
     if isinstance(value, bool):
         return "`true`" if value else "`false`"
     if isinstance(value, str):

@@ -1,7 +1,8 @@
 """The depth node's topic names (relative, so namespaces and remapping apply) and their table.
 
 One table read by the node (names), the RViz-config test and the docs (topic table), so they
-cannot disagree.
+cannot disagree. With several cameras (parameter ``cameras``) each camera's topics are the same
+names under the camera's name (:func:`camera_topics`): ``front/image``, ``front/depth/image`` ...
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from space_clip_ros.msgs.image import COMPRESSED_FORMATS
 from space_clip_ros.outputs.topics import (
     DEPTH_CAMERA_INFO,
     DEPTH_COLORED,
     DEPTH_IMAGE,
     IMAGE_EMBEDDING,
+    OUTPUT_TOPICS,
     POINTS,
 )
 
@@ -25,18 +28,51 @@ CAMERA_INFO = "camera_info"
 DIAGNOSTICS = "/diagnostics"  # absolute: the diagnostic aggregator listens there
 
 
-def compressed_image_topic(resolve: Callable[..., str]) -> str:
+def compressed_image_topic(resolve: Callable[..., str], image: str = IMAGE) -> str:
     """The topic a compressed-input node subscribes to, the way image_transport picks it.
 
-    ``resolve`` is ``Node.resolve_topic_name``. An explicit remapping of ``image/compressed`` wins;
-    otherwise it is the (remapped) ``image`` topic + ``/compressed``, so that remapping ``image``
-    alone (as the launch file does) moves both.
+    ``resolve`` is ``Node.resolve_topic_name``; ``image`` the relative image topic (a camera's
+    ``front/image``). An explicit remapping of ``<image>/compressed`` wins; otherwise it is the
+    (remapped) image topic + ``/compressed``, so that remapping the image topic alone (as the
+    launch file does) moves both.
     """
-    own_name = f"{IMAGE}/{COMPRESSED_SUFFIX}"
+    own_name = f"{image}/{COMPRESSED_SUFFIX}"
     remapped = resolve(own_name)
     if remapped != resolve(own_name, only_expand=True):
         return remapped
-    return f"{resolve(IMAGE)}/{COMPRESSED_SUFFIX}"
+    return f"{resolve(image)}/{COMPRESSED_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class CameraTopics:
+    """The relative topic names of one camera: its inputs and every output of OUTPUT_TOPICS.
+
+    ``camera`` "" is the single camera of a node without ``cameras``: the plain names.
+    """
+
+    camera: str
+
+    def name(self, topic: str) -> str:
+        """``topic`` (relative) of this camera."""
+        return f"{self.camera}/{topic}" if self.camera else topic
+
+    @property
+    def image(self) -> str:
+        return self.name(IMAGE)
+
+    @property
+    def camera_info(self) -> str:
+        return self.name(CAMERA_INFO)
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        """OUTPUT_TOPICS name -> this camera's topic name."""
+        return {topic.name: self.name(topic.name) for topic in OUTPUT_TOPICS}
+
+
+def camera_topics(camera: str) -> CameraTopics:
+    """The topics of camera ``camera`` (a name of the ``cameras`` parameter, or "" for the single camera)."""
+    return CameraTopics(camera)
 
 
 @dataclass(frozen=True)
@@ -53,11 +89,14 @@ OUTPUT_QOS_TEXT = "`publisher_reliability` (reliable by default), keep last 5, v
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(IMAGE, "sensor_msgs/Image", "subscribes", SENSOR_QOS_TEXT,
-              "`image_transport: raw` (rgb8, bgr8, rgba8, bgra8, mono8, mono16 and OpenCV aliases)"),
+              "`image_transport: raw`; any encoding of the list under Cameras (RGB/BGR(A) 8 and 16 bit, mono, "
+              "YUV 4:2:2, NV12/NV21/NV24, Bayer 8 and 16 bit)"),
     TopicSpec(f"{IMAGE}/{COMPRESSED_SUFFIX}", "sensor_msgs/CompressedImage", "subscribes", SENSOR_QOS_TEXT,
-              "`image_transport: compressed` (JPEG or PNG); follows a remapped `image`"),
+              f"`image_transport: compressed` ({' or '.join(f.upper() for f in COMPRESSED_FORMATS)}); "
+              "follows a remapped `image`"),
     TopicSpec(CAMERA_INFO, "sensor_msgs/CameraInfo", "subscribes", SENSOR_QOS_TEXT,
-              "always; needed for point clouds, depth/camera_info and focal rescaling"),
+              "always; matched to each image by stamp (`camera_info_tolerance`); needed for point clouds, "
+              "depth/camera_info, focal rescaling and undistortion"),
     TopicSpec(DEPTH_IMAGE, "sensor_msgs/Image", "publishes", OUTPUT_QOS_TEXT,
               "every processed frame: 32FC1 metres (NaN invalid) or 16UC1 mm (0 invalid)"),
     TopicSpec(DEPTH_CAMERA_INFO, "sensor_msgs/CameraInfo", "publishes", OUTPUT_QOS_TEXT,

@@ -1,0 +1,142 @@
+"""The depth pipeline's topics on a node (either node class): per camera an image subscription (raw
+or compressed) and a camera_info subscription, a publisher per entry of
+:data:`~space_clip_ros.outputs.topics.OUTPUT_TOPICS`; and ``/diagnostics``.
+
+The plain node makes them all at start-up; the lifecycle node makes the publishers (lifecycle
+publishers, silent while inactive) on configure and the subscriptions on activate, and removes
+them again on deactivate and cleanup. Publishers are made even for outputs that are off, so that
+switching one on at runtime needs no new publisher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from space_clip_ros.outputs.builder import DepthOutputs
+from space_clip_ros.outputs.topics import DEPTH_CAMERA_INFO, DEPTH_IMAGE, OUTPUT_TOPICS, POINTS
+from space_clip_ros.ros import topics
+from space_clip_ros.ros.depth_pipeline import CameraChannel, DepthPipeline
+from space_clip_ros.ros.parameters import DepthNodeSettings
+from space_clip_ros.ros.qos import diagnostics_qos, output_qos, sensor_input_qos
+
+#: Makes a publisher: (message type, topic, QoS) -> publisher (``create_publisher`` or ``create_lifecycle_publisher``).
+PublisherFactory = Callable[[type, str, Any], Any]
+#: Removes a publisher made by the factory.
+PublisherRemover = Callable[[Any], Any]
+
+
+class DepthEndpoints:
+    """Subscriptions and publishers of a :class:`DepthPipeline` on ``node`` (see the module notes)."""
+
+    def __init__(
+        self,
+        node: Node,
+        pipeline: DepthPipeline,
+        settings: DepthNodeSettings,
+        create_publisher: PublisherFactory,
+        destroy_publisher: PublisherRemover,
+    ) -> None:
+        self._node = node
+        self._pipeline = pipeline
+        self._settings = settings  # the read-only parameters fix the topics for the life of the node
+        self._create_publisher = create_publisher
+        self._destroy_publisher = destroy_publisher
+        self._output_publishers: dict[str, dict[str, Any]] = {}  # camera -> output topic -> publisher
+        self._diagnostics_publisher: Any = None
+        self._subscriptions: list[Any] = []
+        self.image_topics = {camera.name: self._image_topic(camera) for camera in pipeline.cameras}
+        for camera in pipeline.cameras:
+            camera.camera_info_topic = node.resolve_topic_name(camera.topics.camera_info)
+
+    def _image_topic(self, camera: CameraChannel) -> str:
+        if self._settings.image_transport_for(camera.name) == "compressed":
+            return topics.compressed_image_topic(self._node.resolve_topic_name, camera.topics.image)
+        return self._node.resolve_topic_name(camera.topics.image)
+
+    # ---- publishers --------------------------------------------------------------------------------
+    def create_publishers(self) -> None:
+        out_qos = output_qos(self._settings.publisher_reliability)
+        for camera in self._pipeline.cameras:
+            self._output_publishers[camera.name] = {
+                topic.name: self._create_publisher(topic.message_type, camera.topics.name(topic.name), out_qos)
+                for topic in OUTPUT_TOPICS
+            }
+        self._diagnostics_publisher = self._create_publisher(DiagnosticArray, topics.DIAGNOSTICS, diagnostics_qos())
+
+    def destroy_publishers(self) -> None:
+        for publishers in self._output_publishers.values():
+            for publisher in publishers.values():
+                self._destroy_publisher(publisher)
+        self._output_publishers.clear()
+        if self._diagnostics_publisher is not None:
+            self._destroy_publisher(self._diagnostics_publisher)
+            self._diagnostics_publisher = None
+
+    def publish(self, camera: CameraChannel, outputs: DepthOutputs) -> bool:
+        """Publish one camera's outputs in OUTPUT_TOPICS order; False when the node is going away."""
+        publishers = self._output_publishers.get(camera.name)
+        if publishers is None or not self._node.context.ok():
+            return False
+        for topic, message in outputs.messages():
+            publishers[topic.name].publish(message)
+        return True
+
+    def publish_diagnostics(self) -> None:
+        if self._diagnostics_publisher is not None:
+            self._diagnostics_publisher.publish(
+                self._pipeline.diagnostics(self._node.get_fully_qualified_name(), self._node.get_clock().now().to_msg())
+            )
+
+    # ---- subscriptions -----------------------------------------------------------------------------
+    def create_subscriptions(self) -> None:
+        in_qos = sensor_input_qos(self._settings.qos_depth)
+        for camera in self._pipeline.cameras:
+            compressed = self._settings.image_transport_for(camera.name) == "compressed"
+            # CameraInfo first: rclpy's executor serves the ready subscriptions of a node in the order
+            # they were made, so an image that arrives with its CameraInfo finds that CameraInfo.
+            self._subscriptions += [
+                self._node.create_subscription(
+                    CameraInfo, camera.topics.camera_info,
+                    lambda message, camera=camera: self._pipeline.on_camera_info(camera, message),
+                    in_qos,
+                ),
+                self._node.create_subscription(
+                    CompressedImage if compressed else Image,
+                    self.image_topics[camera.name] if compressed else camera.topics.image,
+                    lambda message, camera=camera: self._pipeline.on_image(camera, message),
+                    in_qos,
+                ),
+            ]
+
+    def destroy_subscriptions(self) -> None:
+        for subscription in self._subscriptions:
+            self._node.destroy_subscription(subscription)
+        self._subscriptions.clear()
+
+    # ---- what the log says at start-up -----------------------------------------------------------
+    def describe(self) -> str:
+        """Each camera's input and output topics, and what is on."""
+        resolve = self._node.resolve_topic_name
+        outputs = self._settings.outputs
+        lines = []
+        for camera in self._pipeline.cameras:
+            transport = self._settings.image_transport_for(camera.name)
+            encoding = self._settings.outputs_for(camera.name).depth_encoding
+            source = f"{self.image_topics[camera.name]} ({transport}) + {camera.camera_info_topic}"
+            lines.append(
+                f"{camera.log_prefix}Input: {source}. "
+                f"Output: {resolve(camera.topics.name(DEPTH_IMAGE))} ({encoding}), "
+                f"{resolve(camera.topics.name(DEPTH_CAMERA_INFO))}, {resolve(camera.topics.name(POINTS))} "
+                f"({'on' if outputs.publish_points else 'off'})"
+            )
+        return (
+            "; ".join(lines) + f"; colored {'on' if outputs.publish_colored else 'off'}, "
+            f"embedding {'on' if outputs.publish_embedding else 'off'}; "
+            f"publishers {self._settings.publisher_reliability}; "
+            f"undistort {'on' if self._settings.undistort else 'off'}"
+        )
