@@ -27,6 +27,7 @@ setup(
         "console_scripts": [
             "space-clip-info = space_clip_ros.cli.info:main",
             "depth_node = space_clip_ros.ros.depth_node:main",
+            "depth_lifecycle_node = space_clip_ros.ros.depth_lifecycle_node:main",
             "camera_simulator = space_clip_ros.ros.camera_simulator:main",
             "space-clip-train = space_clip_ros.cli.train:main",
             "space-clip-eval = space_clip_ros.cli.evaluate:main",

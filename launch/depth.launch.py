@@ -4,6 +4,10 @@
         image:=/camera/color/image_raw camera_info:=/camera/color/camera_info \
         checkpoint:=/path/to/decoder.safetensors device:=cuda use_rviz:=true
 
+With ``lifecycle:=true`` the managed node (``depth_lifecycle_node``) starts instead, unconfigured;
+``autostart:=true`` (the default) then configures and activates it from here, ``autostart:=false``
+leaves that to a lifecycle manager (nav2_lifecycle_manager; docs/ros_node.md).
+
 launch / launch_ros are imported inside the functions that need them, so this file can be imported
 (and its plain helpers tested) on a machine without them.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 PACKAGE = "space_clip_ros"
 EXECUTABLE = "depth_node"
+LIFECYCLE_EXECUTABLE = "depth_lifecycle_node"
 NODE_NAME = "space_clip_depth"
 PARAMS_FILE = "config/depth.yaml"  # relative to the package's share directory
 RVIZ_CONFIG = "config/depth.rviz"
@@ -26,6 +31,10 @@ LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("device", "", "auto, cpu, cuda or cuda:N; overrides the parameters file when given."),
     ("namespace", "", "Namespace of the node (and of its output topics)."),
     ("use_rviz", "false", "Also start RViz with config/depth.rviz."),
+    ("lifecycle", "false", "Start the managed node (depth_lifecycle_node): unconfigured until configured and "
+     "activated, by this file (autostart) or a lifecycle manager."),
+    ("autostart", "true", "With lifecycle: configure and then activate the node from this file. false: leave "
+     "it unconfigured for a lifecycle manager (nav2_lifecycle_manager)."),
 )
 
 
@@ -52,6 +61,33 @@ def is_true(text: str) -> bool:
     return text.strip().lower() in ("true", "1", "yes", "on")
 
 
+def executable(lifecycle: bool) -> str:
+    """The console script to start: the plain node, or the managed one."""
+    return LIFECYCLE_EXECUTABLE if lifecycle else EXECUTABLE
+
+
+def autostart_actions(node) -> list:
+    """Configure the lifecycle ``node`` once it runs, and activate it once configuring has succeeded.
+
+    Activation waits for the transition configuring -> inactive (not any arrival in inactive, which
+    a later deactivate also is). A failed configure leaves the node unconfigured, as it says in its log.
+    """
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.events import matches_action
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
+
+    def change(transition: int):
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition))
+
+    activate_when_configured = RegisterEventHandler(
+        OnStateTransition(target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
+                          entities=[change(Transition.TRANSITION_ACTIVATE)])
+    )
+    return [activate_when_configured, change(Transition.TRANSITION_CONFIGURE)]
+
+
 def _launch_setup(context, *args, **kwargs):
     import os
 
@@ -71,18 +107,24 @@ def _launch_setup(context, *args, **kwargs):
         if isinstance(entry, dict) else entry
         for entry in parameters
     ]
-    actions = [
-        Node(
-            package=PACKAGE,
-            executable=EXECUTABLE,
-            name=NODE_NAME,
-            namespace=arg("namespace"),
-            parameters=parameters,
-            remappings=node_remappings(arg("image"), arg("camera_info")),
-            output="screen",
-            emulate_tty=True,
-        )
-    ]
+    lifecycle = is_true(arg("lifecycle"))
+    node_options = dict(
+        package=PACKAGE,
+        executable=executable(lifecycle),
+        name=NODE_NAME,
+        namespace=arg("namespace"),
+        parameters=parameters,
+        remappings=node_remappings(arg("image"), arg("camera_info")),
+        output="screen",
+        emulate_tty=True,
+    )
+    if lifecycle:
+        from launch_ros.actions import LifecycleNode
+
+        node = LifecycleNode(**node_options)
+        actions = [node] + (autostart_actions(node) if is_true(arg("autostart")) else [])
+    else:
+        actions = [Node(**node_options)]
     if is_true(arg("use_rviz")):
         actions.append(
             Node(

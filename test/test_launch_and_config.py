@@ -55,6 +55,9 @@ def test_the_launched_executable_is_an_entry_point_of_the_package():
     (entry,) = [e for e in entry_points(group="console_scripts") if e.name == launch.EXECUTABLE]
     assert entry.value == "space_clip_ros.ros.depth_node:main"
     assert callable(entry.load())
+    (entry,) = [e for e in entry_points(group="console_scripts") if e.name == launch.LIFECYCLE_EXECUTABLE]
+    assert entry.value == "space_clip_ros.ros.depth_lifecycle_node:main"
+    assert callable(entry.load())
     assert launch.PACKAGE == "space_clip_ros"
     package_xml = (LAUNCH_FILE.parents[1] / "package.xml").read_text()
     assert f"<name>{launch.PACKAGE}</name>" in package_xml
@@ -91,7 +94,8 @@ def _documented_launch_arguments() -> list[str]:
 def test_launch_arguments_are_the_documented_ones():
     declared = _launch_arguments_from_ast()
     assert declared == _documented_launch_arguments()
-    assert {"image", "camera_info", "params_file", "checkpoint", "device", "namespace", "use_rviz"} <= set(declared)
+    assert {"image", "camera_info", "params_file", "checkpoint", "device", "namespace", "use_rviz", "lifecycle",
+            "autostart"} <= set(declared)
 
 
 class _Recorder:
@@ -162,6 +166,44 @@ def test_launch_starts_the_node_with_params_file_then_overrides(fake_launch):
     assert ("/depth/image", "/robot1/depth/image") in rviz.kwargs["remappings"]
 
 
+def test_launch_starts_the_lifecycle_node_and_configures_then_activates_it(fake_launch, monkeypatch):
+    """lifecycle:=true: the managed node; autostart emits configure, and activate once configuring
+    has reached inactive (launch_ros's lifecycle events, as stand-ins here)."""
+    from lifecycle_msgs.msg import Transition
+
+    def module(name: str, **attributes) -> types.ModuleType:
+        created = sys.modules.get(name) or types.ModuleType(name)
+        created.__dict__.update(attributes)
+        monkeypatch.setitem(sys.modules, name, created)
+        return created
+
+    module("launch.actions", EmitEvent=type("EmitEvent", (_Recorder,), {}),
+           RegisterEventHandler=type("RegisterEventHandler", (_Recorder,), {}))
+    module("launch.events", matches_action=lambda action: ("matches", action))
+    module("launch_ros.actions", LifecycleNode=type("LifecycleNode", (_Recorder,), {}))
+    module("launch_ros.event_handlers", OnStateTransition=type("OnStateTransition", (_Recorder,), {}))
+    module("launch_ros.events")
+    module("launch_ros.events.lifecycle", ChangeState=type("ChangeState", (_Recorder,), {}))
+
+    node, activate_handler, configure = _run_launch({"lifecycle": "true"})
+    assert type(node).__name__ == "LifecycleNode"
+    assert (node.kwargs["executable"], node.kwargs["name"]) == ("depth_lifecycle_node", "space_clip_depth")
+    assert node.kwargs["parameters"] == [str(fake_launch.share / "config" / "depth.yaml")]
+    assert configure.kwargs["event"].kwargs == {"lifecycle_node_matcher": ("matches", node),
+                                                "transition_id": Transition.TRANSITION_CONFIGURE}
+    handler = activate_handler.args[0]
+    assert handler.kwargs["target_lifecycle_node"] is node
+    assert (handler.kwargs["start_state"], handler.kwargs["goal_state"]) == ("configuring", "inactive")
+    (activate,) = handler.kwargs["entities"]
+    assert activate.kwargs["event"].kwargs["transition_id"] == Transition.TRANSITION_ACTIVATE
+
+    # Without autostart: the node alone, for a lifecycle manager.
+    (node,) = _run_launch({"lifecycle": "true", "autostart": "false"})
+    assert type(node).__name__ == "LifecycleNode"
+    (node,) = _run_launch({})
+    assert type(node).__name__ == "Node" and node.kwargs["executable"] == "depth_node"
+
+
 def test_launch_helpers():
     launch = load_launch_module()
     assert launch.node_parameters("p.yaml", "", "") == ["p.yaml"]
@@ -214,12 +256,14 @@ def test_docs_carry_the_generated_tables(doc):
     assert render_topic_table() in text, hint
 
 
-def test_docs_carry_the_camera_table_and_the_encodings():
+def test_docs_carry_the_camera_table_the_encodings_and_the_lifecycle_manager_snippet():
     text = DOCS_FILE.read_text()
     assert render_camera_markdown_table() in text, "regenerate with render_camera_markdown_table()"
     listed = text.split("<!-- encodings:begin -->")[1].split("<!-- encodings:end -->")[0]
     assert re.findall(r"`([^`]+)`", listed) == list(SUPPORTED_COLOUR_ENCODINGS)
     blocks = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)]
+    manager = next(b for b in blocks if "lifecycle_manager_perception" in b)["lifecycle_manager_perception"]
+    assert manager["ros__parameters"] == {"node_names": ["space_clip_depth"], "autostart": True, "bond_timeout": 0.0}
     cameras = next(b for b in blocks if "/**/space_clip_depth" in b)["/**/space_clip_depth"]["ros__parameters"]
     assert check_consistency({**{spec.name: spec.default for spec in PARAMETERS}, **_flattened(cameras)}) is None
 

@@ -41,6 +41,7 @@ MODULE_TO_KEY = {
     "sensor_msgs": "sensor_msgs",
     "diagnostic_msgs": "diagnostic_msgs",
     "rcl_interfaces": "rcl_interfaces",
+    "lifecycle_msgs": "lifecycle_msgs",
     "ament_index_python": "ament_index_python",
     "launch": "launch",
     "launch_ros": "launch_ros",

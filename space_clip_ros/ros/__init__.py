@@ -8,8 +8,9 @@ suppression for error logs), ``logging_bridge`` (Python logging -> ROS logger), 
 (predictor from parameters), ``node_main`` (a node process's start-up and shutdown),
 ``node_parameters`` (the depth node's parameters on an rclpy node), ``depth_pipeline`` (the
 cameras' mailboxes, the worker and its batched pass; no rclpy), ``depth_endpoints`` (the
-pipeline's topics on a node), ``depth_node`` (the node itself and its entry point) and
-``camera_simulator`` (a camera driver without a camera). A frame's work (decode, CameraInfo by
+pipeline's topics on a node), ``depth_node`` (the node itself and its entry point),
+``depth_lifecycle_node`` (the same node, managed: rclpy.lifecycle) and ``camera_simulator`` (a
+camera driver without a camera). A frame's work (decode, CameraInfo by
 stamp, undistort, predict, build the messages) is ``outputs.camera_input``'s and
 ``outputs.frame_processor``'s, which the benchmark and (through ``outputs.builder``) the bag tool
 share.
