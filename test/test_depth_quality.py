@@ -65,11 +65,13 @@ def test_confidence_formula_and_which_heads():
     confidence = aux_agreement_confidence(depth, aux)  # disagreement (0 + 0.1) / 2
     assert torch.allclose(confidence, torch.full_like(depth, math.exp(-CONFIDENCE_SHARPNESS * 0.05)))
     assert torch.all(aux_agreement_confidence(depth, [torch.zeros_like(depth)]) > 0)  # an empty ReLU map: no log(0)
-    # Trained heads only: the release's weights give heads 0 and 1; a record's own weights win.
-    assert confidence_heads(None, 3) == (0, 1)
+    weighted = aux_agreement_confidence(depth, aux, weights=[0.1, 0.05])  # disagreement 0.05 * 0.1 / 0.15
+    assert torch.allclose(weighted, torch.full_like(depth, math.exp(-CONFIDENCE_SHARPNESS * 0.1 / 3)))
+    # Trained heads only, with their loss weights: the release's give heads 0 and 1; a record's own win.
+    assert confidence_heads(None, 3) == ((0, 0.1), (1, 0.05))
     record = CheckpointRecord(model={}, mean=[], std=[], encoder_input_size=[],
                               extra={"config": {"loss": {"aux_weights": [0.0, 0.2, 0.1]}}})
-    assert confidence_heads(record, 3) == (1, 2) and confidence_heads(record, 2) == (1,)
+    assert confidence_heads(record, 3) == ((1, 0.2), (2, 0.1)) and confidence_heads(record, 2) == ((1, 0.2),)
     record.extra["config"]["loss"]["aux_weights"] = [0.0, 0.0, 0.0]
     assert confidence_heads(record, 3) == ()
 
@@ -82,7 +84,7 @@ def test_predictor_gives_confidence_of_the_depth_size_without_changing_the_depth
     assert torch.equal(plain.depth, both.depth)  # the auxiliary heads read the decoder, never change it
     assert both.confidence.shape == (2, 30, 44) and both.confidence.dtype == torch.float32
     assert float(both.confidence.min()) > 0.0 and float(both.confidence.max()) <= 1.0
-    assert tiny_predictor.confidence_heads == (0, 1) and tiny_predictor.confidence_problem() is None
+    assert tiny_predictor.confidence_heads == ((0, 0.1), (1, 0.05)) and tiny_predictor.confidence_problem() is None
 
 
 def test_exported_graphs_have_no_confidence_and_say_so(tiny_model_config):

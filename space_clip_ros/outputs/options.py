@@ -227,8 +227,8 @@ class OutputOptions:
     publish_confidence: bool = _option(
         False,
         "Publish a per-pixel confidence in [0, 1] on 'depth/confidence' (32FC1, the depth image's size, "
-        "stamp and frame): agreement of the decoder's final and auxiliary heads, exp(-10 * mean |ln d - "
-        "ln d_aux|). Needs the torch backend.",
+        "stamp and frame): agreement of the decoder's final and trained auxiliary heads, exp(-10 * "
+        "mean |ln d - ln d_aux|, weighted by the heads' training loss weights). Needs the torch backend.",
         EXTRA_OUTPUTS, flag="--confidence", flag_help="write confidence maps (depth/confidence)",
     )
 

@@ -1,5 +1,6 @@
 """The depth pipeline's topics on a node (either node class): per camera an image subscription (raw
-or compressed) and a camera_info subscription, a publisher per entry of
+or compressed), a camera_info subscription and an anchor_points subscription (metric points for
+``scale_anchor: sparse_points``), a publisher per entry of
 :data:`~space_clip_ros.outputs.topics.OUTPUT_TOPICS`; and ``/diagnostics``.
 
 The plain node makes them all at start-up; the lifecycle node makes the publishers (lifecycle
@@ -15,7 +16,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from space_clip_ros.outputs.builder import DepthOutputs
 from space_clip_ros.outputs.topics import DEPTH_CAMERA_INFO, DEPTH_IMAGE, OUTPUT_TOPICS, POINTS
@@ -106,6 +107,11 @@ class DepthEndpoints:
                     in_qos,
                 ),
                 self._node.create_subscription(
+                    PointCloud2, camera.topics.anchor_points,
+                    lambda message, camera=camera: self._pipeline.on_anchor_points(camera, message),
+                    in_qos,
+                ),
+                self._node.create_subscription(
                     CompressedImage if compressed else Image,
                     self.image_topics[camera.name] if compressed else camera.topics.image,
                     lambda message, camera=camera: self._pipeline.on_image(camera, message),
@@ -134,9 +140,15 @@ class DepthEndpoints:
                 f"{resolve(camera.topics.name(DEPTH_CAMERA_INFO))}, {resolve(camera.topics.name(POINTS))} "
                 f"({'on' if outputs.publish_points else 'off'})"
             )
+        quality = [name for name, on in (
+            ("confidence", outputs.publish_confidence), (f"out_of_range {outputs.out_of_range}", True),
+            (f"flying_pixel_threshold {outputs.flying_pixel_threshold:g}", outputs.flying_pixel_threshold > 0),
+            (f"points_min_confidence {outputs.points_min_confidence:g}", outputs.points_min_confidence > 0),
+            (f"scale_anchor {outputs.scale_anchor}", outputs.scale_anchor != "none"),
+        ) if on]
         return (
             "; ".join(lines) + f"; colored {'on' if outputs.publish_colored else 'off'}, "
-            f"embedding {'on' if outputs.publish_embedding else 'off'}; "
+            f"embedding {'on' if outputs.publish_embedding else 'off'}, {', '.join(quality)}; "
             f"publishers {self._settings.publisher_reliability}; "
             f"undistort {'on' if self._settings.undistort else 'off'}"
         )

@@ -79,6 +79,9 @@ class DepthLifecycleNode(LifecycleNode):
         except MODEL_SETUP_ERRORS as exc:
             self.get_logger().error(f"configure failed, staying unconfigured: cannot load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
+        except StartupError as exc:  # the model cannot serve the output parameters (no confidence map)
+            self.get_logger().error(f"configure failed, staying unconfigured: {exc}")
+            return TransitionCallbackReturn.FAILURE
         self._pipeline = pipeline
         self._endpoints = DepthEndpoints(self, pipeline, self.settings, self.create_lifecycle_publisher,
                                          self.destroy_lifecycle_publisher)
@@ -138,6 +141,7 @@ class DepthLifecycleNode(LifecycleNode):
         self._endpoints.destroy_publishers()
         self._endpoints = None
         self._pipeline = None
+        self._node_parameters.set_model_rule(None)
         return_freed_memory_to_os()
         self.get_logger().info(f"model released (resident memory {before:.0f} -> {resident_mb():.0f} MB)")
 

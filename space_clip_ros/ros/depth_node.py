@@ -34,16 +34,24 @@ __all__ = ["EXIT_MODEL_ERROR", "EXIT_PARAMETER_ERROR", "NODE_NAME", "DepthNode",
 
 
 def make_pipeline(node: Node, parameters: NodeParameters) -> DepthPipeline:
-    """Load the model the parameters describe and make the pipeline around it (raises one of MODEL_SETUP_ERRORS)."""
+    """Load the model the parameters describe and make the pipeline around it (raises one of
+    MODEL_SETUP_ERRORS, or StartupError when the model cannot serve the output parameters: a
+    confidence map from a backend without the decoder's auxiliary heads). From then on the
+    parameters refuse changes the model cannot serve."""
     settings = parameters.settings
     predictor = build_predictor(settings)
-    return DepthPipeline(
+    pipeline = DepthPipeline(
         predictor,
         settings=parameters.current,
         logger=node.get_logger(),
         now_ns=lambda: node.get_clock().now().nanoseconds,
         model_facts=model_facts(predictor, settings.checkpoint),
     )
+    problem = pipeline.options_problem(settings)
+    if problem is not None:
+        raise StartupError(problem)
+    parameters.set_model_rule(pipeline.options_problem)
+    return pipeline
 
 
 class DepthNode(Node):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.msgs.camera_info_history import format_stamp
@@ -35,6 +35,7 @@ from space_clip_ros.outputs.builder import DepthOutputs
 from space_clip_ros.outputs.camera_input import CameraFrame, CameraInput
 from space_clip_ros.outputs.frame_processor import DepthFrameProcessor
 from space_clip_ros.outputs.options import OutputOptions
+from space_clip_ros.outputs.scale_anchor import sparse_points_from_cloud
 from space_clip_ros.ros.diagnostics import KEY_CAMERA, PipelineStats, diagnostic_array, diagnostic_status
 from space_clip_ros.ros.frame_slot import LatestFrameSlot, take_waiting
 from space_clip_ros.ros.log_limiter import RepeatLimiter
@@ -166,6 +167,30 @@ class DepthPipeline:
         if slot is not None and slot.put(ReceivedFrame(message=message, receipt_time=time.monotonic())):
             camera.stats.frame_dropped()
 
+    def on_anchor_points(self, camera: CameraChannel, message: PointCloud2) -> None:
+        """Metric anchor points (optical frame) for ``scale_anchor: sparse_points``: the camera's next
+        frame fits its scale to them. Ignored (not even decoded) while the option is off."""
+        if self._settings().outputs_for(camera.name).scale_anchor != "sparse_points":
+            return
+        try:
+            points = sparse_points_from_cloud(message)
+        except ValueError as exc:  # PointCloudError: a cloud without float32 x, y, z
+            self._report_error(camera, f"anchor_points rejected: {exc}", f"anchor_points rejected: {exc}")
+            return
+        camera.anchor.set_anchor_points(points)
+        camera.stats.anchor_cloud_received()
+
+    def options_problem(self, settings: DepthNodeSettings) -> str | None:
+        """Why this pipeline's model cannot serve ``settings``' outputs (a confidence map from a backend
+        without the decoder's auxiliary heads), or None. The node refuses such settings at start-up and
+        at runtime."""
+        for camera in self.cameras:
+            if settings.outputs_for(camera.name).wants_confidence:
+                problem = self.predictor.confidence_problem()
+                if problem is not None:
+                    return f"publish_confidence / points_min_confidence: {problem}"
+        return None
+
     def on_camera_info(self, camera: CameraChannel, message: CameraInfo) -> None:
         had_one = camera.input.has_camera_info
         try:
@@ -218,6 +243,7 @@ class DepthPipeline:
                 stamp_age_s=stamp_age_ns / 1e9 if stamp_age_ns >= 0 else None,  # other clock (sim time): no age
                 batch_size=prediction.batch_size,
             )
+            camera.stats.frame_quality(outputs, options)
             self._report_camera_info_state(camera, prepared)
 
     def _report_batch(self, ready: list[tuple[CameraChannel, ReceivedFrame, CameraFrame, OutputOptions]]) -> None:

@@ -13,10 +13,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+if TYPE_CHECKING:  # annotations only: the camera simulator reads this module without torch
+    from space_clip_ros.outputs.anchoring import AnchorFit
+    from space_clip_ros.outputs.builder import DepthOutputs
+    from space_clip_ros.outputs.options import OutputOptions
 
 
 class RateMeter:
@@ -83,6 +89,12 @@ class StatsSnapshot:
     last_error: str
     last_batch_size: int = 0  # frames in the encoder + decoder pass of the last processed frame
     largest_batch_size: int = 0  # the most frames a pass of this camera's frames held
+    # Depth quality of the last processed frame (issue 13); None / 0 while the option is off.
+    anchor: AnchorFit | None = None  # the scale anchor's fit
+    frames_without_anchor_fit: int = 0  # frames that kept the previous scale
+    anchor_clouds_received: int = 0
+    flying_pixels: int | None = None  # left out of the cloud (flying_pixel_threshold on)
+    low_confidence_pixels: int | None = None  # left out of the cloud (points_min_confidence on)
 
 
 class PipelineStats:
@@ -98,6 +110,10 @@ class PipelineStats:
         self._stamp_age = LatencyWindow()
         self._received = self._processed = self._skipped = self._dropped = self._errors = 0
         self._last_batch = self._largest_batch = 0
+        self._anchor: AnchorFit | None = None
+        self._frames_without_fit = self._anchor_clouds = 0
+        self._flying: int | None = None
+        self._low_confidence: int | None = None
         self._errors_reported = 0
         self._last_frame_time: float | None = None
         self._camera_info_received = False
@@ -136,6 +152,20 @@ class PipelineStats:
             if stamp_age_s is not None:
                 self._stamp_age.add(stamp_age_s)
 
+    def frame_quality(self, outputs: DepthOutputs, options: OutputOptions) -> None:
+        """What one published frame's depth-quality options did (scale anchor fit, filtered pixels)."""
+        with self._lock:
+            self._anchor = outputs.anchor
+            if outputs.anchor is not None and outputs.anchor.measured is None:
+                self._frames_without_fit += 1
+            self._flying = outputs.flying_pixels if options.flying_pixel_threshold > 0 else None
+            gated = options.publish_points and options.points_min_confidence > 0
+            self._low_confidence = outputs.low_confidence_pixels if gated else None
+
+    def anchor_cloud_received(self) -> None:
+        with self._lock:
+            self._anchor_clouds += 1
+
     def error(self, text: str) -> None:
         with self._lock:
             self._errors += 1
@@ -166,6 +196,11 @@ class PipelineStats:
                 last_error=self._last_error,
                 last_batch_size=self._last_batch,
                 largest_batch_size=self._largest_batch,
+                anchor=self._anchor,
+                frames_without_anchor_fit=self._frames_without_fit,
+                anchor_clouds_received=self._anchor_clouds,
+                flying_pixels=self._flying,
+                low_confidence_pixels=self._low_confidence,
             )
             if mark_reported:
                 self._errors_reported = self._errors
@@ -190,6 +225,15 @@ KEY_CAMERA_INFO = "camera_info received"
 KEY_BATCH_LAST = "inference batch size (last)"
 KEY_BATCH_LARGEST = "inference batch size (largest)"
 KEY_CAMERA = "camera"
+KEY_SCALE_ANCHOR = "scale anchor"
+KEY_ANCHOR_SCALE = "scale anchor: scale applied"
+KEY_ANCHOR_FIT = "scale anchor: last frame's fit"
+KEY_ANCHOR_INLIERS = "scale anchor: inlier share"
+KEY_ANCHOR_NORMAL = "scale anchor: ground plane normal (optical frame)"
+KEY_ANCHOR_MISSES = "scale anchor: frames without a fit (previous scale kept)"
+KEY_ANCHOR_CLOUDS = "scale anchor: anchor clouds received"
+KEY_FLYING = "flying pixels left out of the cloud (last frame)"
+KEY_LOW_CONFIDENCE = "low-confidence pixels left out of the cloud (last frame)"
 KEY_DEVICE = "device"
 KEY_MODEL = "model"
 KEY_BACKBONE_WEIGHTS = "backbone weights"
@@ -201,6 +245,28 @@ STALE_INPUT_S = 5.0
 
 def _number(value: float, digits: int = 1) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def quality_values(snapshot: StatsSnapshot) -> dict[str, str]:
+    """The depth-quality keys of a report: present only while their option is on."""
+    values: dict[str, str] = {}
+    anchor = snapshot.anchor
+    if anchor is not None:
+        values[KEY_SCALE_ANCHOR] = anchor.mode
+        values[KEY_ANCHOR_SCALE] = f"{anchor.scale:.4f}"
+        values[KEY_ANCHOR_FIT] = "none (previous scale kept)" if anchor.measured is None else f"{anchor.measured:.4f}"
+        values[KEY_ANCHOR_INLIERS] = "n/a" if anchor.inlier_share is None else f"{anchor.inlier_share:.3f}"
+        if anchor.mode == "ground_plane":
+            values[KEY_ANCHOR_NORMAL] = "n/a" if anchor.normal is None else (
+                "(" + ", ".join(f"{v:.3f}" for v in anchor.normal) + ")")
+        else:
+            values[KEY_ANCHOR_CLOUDS] = str(snapshot.anchor_clouds_received)
+        values[KEY_ANCHOR_MISSES] = str(snapshot.frames_without_anchor_fit)
+    if snapshot.flying_pixels is not None:
+        values[KEY_FLYING] = str(snapshot.flying_pixels)
+    if snapshot.low_confidence_pixels is not None:
+        values[KEY_LOW_CONFIDENCE] = str(snapshot.low_confidence_pixels)
+    return values
 
 
 def diagnostic_status(
@@ -244,6 +310,7 @@ def diagnostic_status(
         KEY_CAMERA_INFO: "yes" if snapshot.camera_info_received else "no",
         KEY_BATCH_LAST: str(snapshot.last_batch_size),
         KEY_BATCH_LARGEST: str(snapshot.largest_batch_size),
+        **quality_values(snapshot),
         **static_values,
     }
     return DiagnosticStatus(

@@ -11,6 +11,8 @@ at its next frame.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -53,7 +55,13 @@ class NodeParameters:
             raise StartupError(reason)
         self._all_declared = True
         self.settings = DepthNodeSettings.from_values(self._values)
+        self._model_rule: Callable[[DepthNodeSettings], str | None] | None = None
         self._warn_unknown_overrides()
+
+    def set_model_rule(self, rule: Callable[[DepthNodeSettings], str | None] | None) -> None:
+        """A rule the loaded model sets on the parameters (``DepthPipeline.options_problem``: no
+        confidence map from an exported graph); every later change must pass it too. None: none."""
+        self._model_rule = rule
 
     def current(self) -> DepthNodeSettings:
         """The settings now in force (a new snapshot after each accepted change)."""
@@ -67,6 +75,8 @@ class NodeParameters:
         changes = {p.name: p.value for p in self._own(parameters)}
         if self._all_declared:
             reason = check_changes(self._values, changes)
+            if reason is None and self._model_rule is not None and changes:
+                reason = self._model_rule(DepthNodeSettings.from_values({**self._values, **changes}))
         else:
             # While declaring, the other parameters are not there yet: the rules between
             # parameters are checked once all are declared.

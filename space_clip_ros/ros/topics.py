@@ -14,8 +14,10 @@ from space_clip_ros.msgs.image import COMPRESSED_FORMATS
 from space_clip_ros.outputs.topics import (
     DEPTH_CAMERA_INFO,
     DEPTH_COLORED,
+    DEPTH_CONFIDENCE,
     DEPTH_IMAGE,
     IMAGE_EMBEDDING,
+    IMAGE_EMBEDDING_STAMPED,
     OUTPUT_TOPICS,
     POINTS,
 )
@@ -24,6 +26,7 @@ from space_clip_ros.outputs.topics import (
 IMAGE = "image"
 COMPRESSED_SUFFIX = "compressed"  # image_transport's name for the compressed sub-topic
 CAMERA_INFO = "camera_info"
+ANCHOR_POINTS = "anchor_points"  # metric points for scale_anchor sparse_points
 # Outputs: the frame's outputs are defined with their message types below the ROS layer.
 DIAGNOSTICS = "/diagnostics"  # absolute: the diagnostic aggregator listens there
 
@@ -65,6 +68,10 @@ class CameraTopics:
         return self.name(CAMERA_INFO)
 
     @property
+    def anchor_points(self) -> str:
+        return self.name(ANCHOR_POINTS)
+
+    @property
     def outputs(self) -> dict[str, str]:
         """OUTPUT_TOPICS name -> this camera's topic name."""
         return {topic.name: self.name(topic.name) for topic in OUTPUT_TOPICS}
@@ -97,16 +104,25 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(CAMERA_INFO, "sensor_msgs/CameraInfo", "subscribes", SENSOR_QOS_TEXT,
               "always; matched to each image by stamp (`camera_info_tolerance`); needed for point clouds, "
               "depth/camera_info, focal rescaling and undistortion"),
+    TopicSpec(ANCHOR_POINTS, "sensor_msgs/PointCloud2", "subscribes", SENSOR_QOS_TEXT,
+              "always (read with `scale_anchor: sparse_points`): metric points (a sparse lidar, stereo or VIO "
+              "features) in the camera's optical frame; the next frame fits its scale to them, each cloud once"),
     TopicSpec(DEPTH_IMAGE, "sensor_msgs/Image", "publishes", OUTPUT_QOS_TEXT,
-              "every processed frame: 32FC1 metres (NaN invalid) or 16UC1 mm (0 invalid)"),
+              "every processed frame: 32FC1 metres (NaN invalid; with `out_of_range: rep117` +Inf beyond "
+              "max_depth, -Inf below min_depth) or 16UC1 mm (0 invalid)"),
     TopicSpec(DEPTH_CAMERA_INFO, "sensor_msgs/CameraInfo", "publishes", OUTPUT_QOS_TEXT,
               "every processed frame once a CameraInfo has arrived; K, P, size scaled to depth/image"),
     TopicSpec(POINTS, "sensor_msgs/PointCloud2", "publishes", OUTPUT_QOS_TEXT,
               "`publish_points` and a CameraInfo has arrived; float32 xyz (+ rgb), depth_image_proc layout"),
+    TopicSpec(DEPTH_CONFIDENCE, "sensor_msgs/Image", "publishes", OUTPUT_QOS_TEXT,
+              "`publish_confidence`: 32FC1 per-pixel confidence in (0, 1], depth/image's size, stamp and frame"),
     TopicSpec(DEPTH_COLORED, "sensor_msgs/Image", "publishes", OUTPUT_QOS_TEXT,
               "`publish_colored`: bgr8 colour-mapped depth for viewing"),
+    TopicSpec(IMAGE_EMBEDDING_STAMPED, "sensor_msgs/Image", "publishes", OUTPUT_QOS_TEXT,
+              "`publish_embedding`: the frame's CLIP image embedding with the image's header (32FC1, height 1, "
+              "width = its size)"),
     TopicSpec(IMAGE_EMBEDDING, "std_msgs/Float32MultiArray", "publishes", OUTPUT_QOS_TEXT,
-              "`publish_embedding`: the frame's CLIP image embedding (dim label `clip_image_embedding`)"),
+              "`publish_embedding`: the same embedding without a header (dim label `clip_image_embedding`)"),
     TopicSpec(DIAGNOSTICS, "diagnostic_msgs/DiagnosticArray", "publishes", "reliable, keep last 10",
               "once a second: rates, drops, latency, device, model, errors"),
 )

@@ -163,7 +163,7 @@ class OnnxRuntimeEngine:
         return [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
 
     def run(self, inputs: torch.Tensor, output_size: tuple[int, int], with_embedding: bool,
-            confidence_heads: tuple[int, ...] = ()) -> Prediction:
+            confidence_heads: tuple[tuple[int, float], ...] = ()) -> Prediction:
         """``inputs``: normalised pixels (B, 3, h, w) float, or uint8 frames (B, H, W, 3) for image graphs."""
         if confidence_heads:
             raise ValueError(NO_AUXILIARY_HEADS)

@@ -98,7 +98,8 @@ class DepthPredictor:
         self.mean = tuple(model.mean)
         self.std = tuple(model.std)
         self._uploader = FrameUploader(self.device)
-        # The auxiliary heads the confidence map compares the depth with (trained ones only).
+        # (index, loss weight) of the auxiliary heads the confidence map compares the depth with
+        # (trained ones only; model.confidence).
         self.confidence_heads = confidence_heads(record, getattr(self.engine, "auxiliary_heads", 0))
 
     def confidence_problem(self) -> str | None:

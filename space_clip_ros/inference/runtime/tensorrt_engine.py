@@ -141,7 +141,7 @@ class TensorRTEngine:
         return (int(self.input_shape[1]), int(self.input_shape[2])) if self.takes_images else None
 
     def run(self, inputs: torch.Tensor, output_size: tuple[int, int], with_embedding: bool,
-            confidence_heads: tuple[int, ...] = ()) -> Prediction:
+            confidence_heads: tuple[tuple[int, float], ...] = ()) -> Prediction:
         if confidence_heads:
             raise ValueError(NO_AUXILIARY_HEADS)
         if with_embedding and EMBEDDING_OUTPUT not in self.output_names:

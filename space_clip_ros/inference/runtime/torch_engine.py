@@ -112,7 +112,7 @@ class _GraphedForward:
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
 
     def __call__(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool,
-                 confidence_heads: tuple[int, ...] = ()):
+                 confidence_heads: tuple[tuple[int, float], ...] = ()):
         # Streams, capture and replay act on the *current* device, which need not be the model's
         # (cuda:N, or a worker thread, whose current device is always cuda:0).
         with torch.cuda.device(pixels.device):
@@ -126,7 +126,7 @@ class _GraphedForward:
             return static_outputs
 
     def _capture(self, pixels: torch.Tensor, output_size: tuple[int, int], with_embedding: bool,
-                 confidence_heads: tuple[int, ...]):
+                 confidence_heads: tuple[tuple[int, float], ...]):
         static_input = pixels.clone()
         # Warm-up on a side stream, as capture requires (lazy initialisation, cuBLAS handles).
         side = torch.cuda.Stream()
@@ -175,13 +175,17 @@ class TorchEngine:
         return contextlib.nullcontext()
 
     def _run_model(self, model, pixels: torch.Tensor, output_size, with_embedding: bool,
-                   confidence_heads: tuple[int, ...] = ()) -> Prediction:
+                   confidence_heads: tuple[tuple[int, float], ...] = ()) -> Prediction:
         if self.half_weights:
             pixels = pixels.to(self.dtype)
+        heads = tuple(index for index, _ in confidence_heads)
         with self._autocast():
-            out = model(pixels, output_size=output_size, aux_heads=confidence_heads or None)
+            out = model(pixels, output_size=output_size, aux_heads=heads or None)
             embedding = self.model.image_embedding(out.global_features) if with_embedding else None
-        confidence = aux_agreement_confidence(out.depth[:, 0], [a[:, 0] for a in out.aux]) if confidence_heads else None
+        confidence = None
+        if confidence_heads:
+            weights = [weight for _, weight in confidence_heads]
+            confidence = aux_agreement_confidence(out.depth[:, 0], [a[:, 0] for a in out.aux], weights)
         return Prediction(depth=out.depth[:, 0], embedding=embedding, confidence=confidence)
 
     def _plain_forward(self, pixels, output_size, with_embedding, confidence_heads=()):
@@ -201,10 +205,10 @@ class TorchEngine:
         pixels: torch.Tensor,
         output_size: tuple[int, int],
         with_embedding: bool,
-        confidence_heads: tuple[int, ...] = (),
+        confidence_heads: tuple[tuple[int, float], ...] = (),
     ) -> Prediction:
-        """Depth (and the embedding, and with ``confidence_heads`` the confidence map of
-        :mod:`space_clip_ros.model.confidence` from those auxiliary heads) of a batch."""
+        """Depth (and the embedding, and with ``confidence_heads``, (index, weight) of auxiliary
+        heads, the confidence map of :mod:`space_clip_ros.model.confidence` from them) of a batch."""
         # inference_mode here too (not only in the predictor): a CUDA graph captured in inference
         # mode has inference-tensor static inputs, which cannot be written outside it.
         out = self._forward(pixels, tuple(output_size), with_embedding, tuple(confidence_heads))
