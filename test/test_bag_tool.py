@@ -198,6 +198,7 @@ def test_compressed_image_topic(tmp_path, tiny_checkpoint):
     assert len(messages["/camera/color/depth/camera_info"]) == 3
 
 
+@pytest.mark.slow  # compressed bags
 def test_message_compression_is_kept(tmp_path, tiny_checkpoint):
     source = tmp_path / "in"
     original = write_camera_bag(source, "sqlite3", frames=2, message_compression=True)
@@ -240,6 +241,7 @@ def _truncate(path: Path, keep_fraction: float) -> None:
     path.write_bytes(data[: int(len(data) * keep_fraction)])
 
 
+@pytest.mark.slow  # writes, cuts and salvages two bags
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_truncated_bag_is_reported_and_partial_output_kept(tmp_path, tiny_checkpoint, capsys, storage):
     source = tmp_path / "in"

@@ -34,6 +34,7 @@ def restore_torch_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # every benchmark section
 def test_tiny_smoke_run_writes_json(tmp_path, capsys):
     path = tmp_path / "bench" / "result.json"
     code = main([

@@ -29,7 +29,7 @@ from space_clip_ros.data.frame_sources import SyntheticSource
 from space_clip_ros.demo.processes import find_console_script, ros_argument_value
 from space_clip_ros.msgs import compressed_msg_to_rgb, image_msg_to_depth, image_msg_to_rgb
 
-pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(300), pytest.mark.slow]  # simulator processes over DDS
 
 WIDTH, HEIGHT = 160, 120
 RATE_HZ = 10.0

@@ -114,6 +114,7 @@ def _wait_ready(process) -> None:
     wait_until(lambda: "ready" in process.log(), 20, f"{process.name} to print 'ready'", process.log)
 
 
+@pytest.mark.slow  # waits for processes to stop
 def test_process_group_stops_everything_even_on_error(tmp_path):
     env = demo_environment()
     with pytest.raises(RuntimeError, match="boom"), ProcessGroup() as group:
@@ -196,6 +197,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return checkpoint
 
 
+@pytest.mark.slow  # two node processes over DDS
 def test_demo_quick_runs_end_to_end_and_writes_its_files(tmp_path, tiny_checkpoint):
     domain = module_domain_id(__name__)
     out = tmp_path / "demo"
@@ -227,6 +229,7 @@ def test_demo_quick_runs_end_to_end_and_writes_its_files(tmp_path, tiny_checkpoi
     print(f"demo --quick took {elapsed:.1f} s: {summary['frames_in']} frames in, {summary['frames_out']} out")
 
 
+@pytest.mark.slow  # node processes over DDS
 def test_demo_reports_a_node_that_crashes(tmp_path, tiny_checkpoint):
     broken = tmp_path / "broken"
     for suffix in (".json", ".safetensors"):

@@ -86,6 +86,7 @@ def config_file(run, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # trains the shared eight-epoch run (minutes on two cores)
 def test_eval_cli_writes_the_report_and_prints_the_table(run, config_file, tmp_path, capsys):
     code = eval_main(["--checkpoint", str(run.run_dir / "best"), "--config", str(config_file), "--protocol", "custom",
                       "--max-depth-eval", "80", "--out", str(tmp_path), "--num-workers", "0"])
@@ -104,6 +105,7 @@ def test_eval_cli_writes_the_report_and_prints_the_table(run, config_file, tmp_p
     assert "## Protocol" in markdown and "| all valid |" in markdown
 
 
+@pytest.mark.slow  # the shared trained run
 def test_eval_cli_release_resolution_uses_the_checkpoints_training_size(run, config_file, tmp_path):
     code = eval_main(["--checkpoint", str(run.run_dir / "best"), "--config", str(config_file), "--protocol",
                       "custom", "--resolution", "release", "--median-scaling", "--out", str(tmp_path),
@@ -114,6 +116,7 @@ def test_eval_cli_release_resolution_uses_the_checkpoints_training_size(run, con
     assert report["counts"]["images_scored"] == 2
 
 
+@pytest.mark.slow  # its config file is the shared trained run's
 def test_eval_cli_errors(tmp_path, config_file, capsys):
     assert eval_main(["--checkpoint", str(tmp_path / "nothing"), "--config", str(config_file),
                       "--protocol", "custom"]) == 2

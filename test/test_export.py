@@ -112,6 +112,7 @@ def test_int8_quantisation_touches_encoder_weight_matmuls_only(tmp_path, model):
     assert "MatMulInteger" in quantized_ops and "ConvInteger" not in quantized_ops
 
 
+@pytest.mark.slow  # exports and checks a whole graph
 def test_export_cli_with_checkpoint_and_check(tmp_path, model, frame, capsys):
     weights = save_vision_weights(model.backbone, tmp_path / "tiny_vision.safetensors")
     backbone = BackboneConfig(

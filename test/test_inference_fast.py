@@ -170,6 +170,7 @@ def test_default_cpu_torch_fast_path_is_int8_within_tolerance(realistic_model, f
     assert median_relative <= INT8_MEDIAN_RELATIVE and max_abs <= INT8_MAX_ABS_M
 
 
+@pytest.mark.slow  # ONNX export of the model
 def test_onnxruntime_fp32_matches_eager(realistic_model, eager_predictor, frame, reference_depth):
     predictor = DepthPredictor(realistic_model, device="cpu", backend="onnxruntime")
     median_relative, max_abs = agreement(predictor.predict(frame), reference_depth)
@@ -181,6 +182,7 @@ def test_onnxruntime_fp32_matches_eager(realistic_model, eager_predictor, frame,
     torch.testing.assert_close(got.embedding, expected.embedding, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # ONNX export of the model
 def test_recommended_cpu_path_onnxruntime_int8_within_tolerance(onnxruntime_int8_predictor, frame, reference_depth):
     assert recommended_backend(torch.device("cpu")) == "onnxruntime"
     predictor = onnxruntime_int8_predictor
@@ -189,6 +191,7 @@ def test_recommended_cpu_path_onnxruntime_int8_within_tolerance(onnxruntime_int8
     assert median_relative <= INT8_MEDIAN_RELATIVE and max_abs <= INT8_MAX_ABS_M
 
 
+@pytest.mark.slow  # ONNX export of the model
 def test_onnxruntime_split_runners_time_encoder_and_decoder_apart(onnxruntime_int8_predictor):
     encode, decode = onnxruntime_int8_predictor.engine.split_runners()
     assert decode(encode(torch.randn(2, 3, 224, 224)), (30, 40)).shape == (2, 1, 30, 40)
@@ -201,6 +204,7 @@ def test_predictor_keeps_its_public_surface(realistic_model, onnxruntime_int8_pr
     assert predictor.model.backbone.visual.output_dim == 512
 
 
+@pytest.mark.slow  # ONNX export of the model
 def test_exported_backend_lets_go_of_the_torch_model(tiny_model_config, frame):
     import gc
     import weakref

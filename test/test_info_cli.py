@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from space_clip_ros.model import SpaceClip, make_record, save_checkpoint
 
 
@@ -17,6 +19,7 @@ def _script(name: str) -> str:
     return found
 
 
+@pytest.mark.slow  # full-size ViT-B/16
 def test_info_reference_json():
     out = subprocess.run([_script("space-clip-info"), "--json"], capture_output=True, text=True, check=True)
     info = json.loads(out.stdout)
@@ -25,6 +28,7 @@ def test_info_reference_json():
     assert "RANDOM weights" in out.stderr
 
 
+@pytest.mark.slow  # builds and saves a model
 def test_info_table_from_checkpoint(tmp_path, tiny_model_config):
     model = SpaceClip(tiny_model_config)
     save_checkpoint(tmp_path / "c", model.decoder.state_dict(), make_record(model))
@@ -36,6 +40,7 @@ def test_info_table_from_checkpoint(tmp_path, tiny_model_config):
     assert "width 64" in out.stdout
 
 
+@pytest.mark.slow  # starts the console script
 def test_info_reports_a_missing_checkpoint(tmp_path):
     out = subprocess.run(
         [_script("space-clip-info"), "--checkpoint", str(tmp_path / "none")], capture_output=True, text=True

@@ -294,6 +294,7 @@ def test_docs_nav2_and_laserscan_snippets_are_valid_yaml():
 
 
 # ---- a live node with the parameters file ---------------------------------------------------------------
+@pytest.mark.slow  # a node process over DDS
 @pytest.mark.ros
 @pytest.mark.timeout(300)
 def test_node_accepts_every_value_of_the_parameters_file(tmp_path):

@@ -60,6 +60,7 @@ def test_ablations_remove_exactly_their_parts(reference_backbone):
     assert counts["trainable_decoder"] == expected
 
 
+@pytest.mark.slow  # full-size ViT-B/16
 def test_backbone_contract(reference_backbone):
     bb = reference_backbone
     assert (bb.input_size, bb.patch_size, bb.width, bb.num_layers) == ((224, 224), 16, 768, 12)
@@ -80,6 +81,7 @@ def test_backbone_contract(reference_backbone):
     torch.testing.assert_close(bb.project(feats.global_features), bb.visual(images), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # full-size ViT-B/16
 def test_backbone_is_frozen_and_untouched_by_training(tiny_model_config):
     model = SpaceClip(tiny_model_config)
     model.train()
@@ -118,6 +120,7 @@ def test_training_mode_returns_weighted_aux_maps(tiny_model_config):
     assert no_aux(torch.randn(2, 3, 224, 224), output_size=(64, 96)).aux == []
 
 
+@pytest.mark.slow  # full-size SigLIP tower
 def test_siglip_backbone_with_reference_decoder():
     model = SpaceClip(ModelConfig(backbone=BackboneConfig(name="ViT-B-16-SigLIP"))).eval()
     bb = model.backbone

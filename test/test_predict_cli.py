@@ -12,6 +12,8 @@ from space_clip_ros.cli.predict import main as predict_main
 from space_clip_ros.data.ply import read_ply
 from space_clip_ros.inference.runtime.predictor import DepthPredictor
 
+pytestmark = pytest.mark.slow  # every test reads the shared eight-epoch trained run (test_train_helpers.trained_run)
+
 
 @pytest.fixture(scope="module")
 def checkpoint():

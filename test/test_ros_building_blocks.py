@@ -258,6 +258,7 @@ def test_backbone_comes_from_the_checkpoint_unless_parameters_describe_one():
     assert (siglip.name, siglip.pretrained, siglip.vision_overrides) == ("ViT-B-16-SigLIP", "webli", {})
 
 
+@pytest.mark.slow  # ONNX export of the model
 def test_node_runs_an_exported_onnx_model_like_the_checkpoint(tmp_path, tiny_model_config):
     """backend / exported_model parameters: the node's predictor runs a space-clip-export file."""
     import dataclasses

@@ -41,7 +41,7 @@ from std_msgs.msg import Float32MultiArray
 from space_clip_ros.msgs import image_msg_to_depth, image_msg_to_rgb, pointcloud2_to_xyz_grid
 from space_clip_ros.ros import diagnostics as diag
 
-pytestmark = [pytest.mark.ros, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(600), pytest.mark.slow]  # a node process over DDS per module
 
 HEIGHT, WIDTH = 64, 96
 FRAME_ID = "camera_color_optical_frame"

@@ -37,7 +37,7 @@ from space_clip_ros.msgs import (
 )
 from space_clip_ros.ros.depth_node import EXIT_MODEL_ERROR, EXIT_PARAMETER_ERROR
 
-pytestmark = [pytest.mark.ros, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(600), pytest.mark.slow]  # node processes over DDS
 
 HEIGHT, WIDTH = 64, 96
 OUT_HEIGHT, OUT_WIDTH = 48, 72  # output size 3/4 of the input
