@@ -278,3 +278,68 @@ def test_sparsification_of_perfect_and_random_confidence():
     conf20, oracle20, random20 = perfect.at(0.2)
     assert conf20 == oracle20 < random20 == pytest.approx(perfect.random[0], rel=0.1)
     assert perfect.images == 2 and perfect.pixels == 1500
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scene, factor", [("street", 0.8), ("indoor", 0.97)])
+def test_least_confident_20_percent_hold_more_error_than_a_random_20_percent(scene, factor):
+    """The 20 % comparison of the issue on the demo decoder trained on synthetic scenes (held-out
+    scenes, exact depth). A decoder trained in about 30 s gives no usable signal (AbsRel 0.44 after
+    80 s of training, least confident 6 % below random), so this reads the demo's cached checkpoint
+    and skips when there is none: ``scripts/depth_quality.py`` or ``space-clip-demo --scene street``
+    trains it (a few minutes each). Street: the least-confident 20 % hold far more error (about 40 %
+    lower AbsRel without them, random: 0 %); indoor the signal is weak (about 6 %), see
+    docs/ros_node.md."""
+    from space_clip_ros.demo.checkpoint import DemoTraining, cached_demo_checkpoint
+    from space_clip_ros.outputs.quality import synthetic_confidence_report
+
+    checkpoint = cached_demo_checkpoint(DemoTraining(scene=scene, device="cpu"))
+    if checkpoint is None:
+        pytest.skip(f"no cached demo checkpoint for {scene} scenes (run scripts/depth_quality.py once)")
+    predictor = DepthPredictor.from_checkpoint(checkpoint, device="cpu")
+    report = synthetic_confidence_report(predictor, scene, frames_per_scene=4)
+    assert report.abs_rel_without_least_confident < factor * report.abs_rel_without_random
+    assert report.abs_rel_without_random == pytest.approx(report.abs_rel, rel=0.03)  # random removal: no gain
+    assert report.curves.ause < report.curves.ause_random
+
+
+# ---- the demo's pictures of them -----------------------------------------------------------------------
+def test_demo_pictures_of_confidence_flying_pixels_rep117_and_the_ground_plane(street):
+    from space_clip_ros.demo import pictures
+    from space_clip_ros.demo.recording import Recording
+    from space_clip_ros.outputs.scale_anchor import scale_from_ground_plane
+
+    scene, exact = street
+    height, width = exact.shape
+    rgb = np.zeros((height, width, 3), dtype=np.uint8)
+    confidence = np.linspace(0.0, 1.0, exact.size, dtype=np.float32).reshape(exact.shape)
+    picture = pictures.confidence_picture(rgb, exact, confidence, 0.0, 60.0, ground_truth=exact, caption="c")
+    assert picture.shape == (24 + height + 20, 4 * width + 3 * 78, 3)  # 4 panels, 3 scales, title, caption
+    conf_panel = picture[24:24 + height, 2 * width:3 * width]
+    assert np.abs(conf_panel[0, 0].astype(int) - conf_panel[-1, -1].astype(int)).sum() > 100  # 0 and 1 differ
+
+    from space_clip_ros.outputs.quality import smear_depth_edges
+
+    smeared = smear_depth_edges(exact, 4, fill_depth=120.0)
+    flying = pictures.flying_pixels_picture(rgb, smeared, STREET, 0.04, 0.1, 80.0, view_size=(width, height))
+    assert flying.shape == (24 + height, 3 * width, 3)
+    before, after = flying[24:, width:2 * width], flying[24:, 2 * width:]
+    red = np.array(pictures._FLYING_BGR)
+    assert np.all(before == red, axis=-1).any() and not np.all(after == red, axis=-1).any()
+
+    marked = pictures.rep117_picture(rgb, exact * np.float32(1.0) + np.float32(0.5), 3.0, 30.0)
+    rep_panel = marked[24:24 + height, 2 * width:3 * width]
+    assert np.all(rep_panel == pictures._PLUS_INF_BGR, axis=-1).any()  # the far road and the sky: +Inf
+    assert np.all(rep_panel == pictures._MINUS_INF_BGR, axis=-1).any()  # the near road: -Inf
+
+    plane = scale_from_ground_plane(exact, STREET, scene.camera_height)
+    ground = pictures.ground_plane_picture(rgb, exact, STREET, plane)
+    assert ground.shape == (24 + height + 20, width, 3) and (ground[24:24 + height, :, 1] > 100).any()
+
+    # The recording keeps each confidence map with the depth frame of its stamp.
+    recording = Recording()
+    recording.add_input(5, rgb)
+    recording.add_depth(5, received_at=1.0, depth=exact)
+    recording.add_confidence(5, confidence)
+    recording.add_confidence(6, confidence)  # no such frame: counted, not kept
+    assert recording.frames[0].confidence is confidence and recording.confidence_received == 2

@@ -103,18 +103,32 @@ def _same_training(saved_config: Path, wanted_yaml: str) -> bool:
     return saved == wanted
 
 
-def ensure_demo_checkpoint(training: DemoTraining, cache_dir: Path | None = None) -> Path:
-    """The cached checkpoint for ``training``, trained first when there is none (progress shown)."""
+def cached_demo_checkpoint(training: DemoTraining, cache_dir: Path | None = None) -> Path | None:
+    """The cached checkpoint for ``training`` when one made from the same configuration exists, else None
+    (nothing is trained)."""
     from space_clip_ros.training.config import dump_yaml, load_config
-    from space_clip_ros.training.trainer import Trainer
 
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     config = load_config(package_file(SYNTHETIC_TRAIN_CONFIG), training.overrides(cache_dir))
     run_dir = config.run_dir()
     cached = _checkpoint_of(run_dir)
     if cached is not None and _same_training(run_dir / "config.yaml", dump_yaml(config)):
+        return cached
+    return None
+
+
+def ensure_demo_checkpoint(training: DemoTraining, cache_dir: Path | None = None) -> Path:
+    """The cached checkpoint for ``training``, trained first when there is none (progress shown)."""
+    from space_clip_ros.training.config import load_config
+    from space_clip_ros.training.trainer import Trainer
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cached = cached_demo_checkpoint(training, cache_dir)
+    if cached is not None:
         logger.info("reusing the demo checkpoint %s", cached)
         return cached
+    config = load_config(package_file(SYNTHETIC_TRAIN_CONFIG), training.overrides(cache_dir))
+    run_dir = config.run_dir()
     if run_dir.exists():
         logger.info("the cached run in %s is incomplete or from another configuration: training again", run_dir)
         shutil.rmtree(run_dir)

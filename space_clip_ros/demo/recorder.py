@@ -1,7 +1,7 @@
 """The demo's recorder: an rclpy node in the demo's own process, spinning in a background thread.
 
 It subscribes to the camera (image, camera_info, exact depth) and to everything the depth node
-publishes (depth/image, depth/camera_info, points, depth/colored, /diagnostics) and hands each
+publishes (depth/image, depth/camera_info, points, depth/colored, depth/confidence, /diagnostics) and hands each
 message to a :class:`~space_clip_ros.demo.recording.Recording`. It has its own rclpy context, so it
 never disturbs an rclpy the host program may run: :class:`SpinningNode`, which the tests' rclpy
 client is too.
@@ -41,6 +41,7 @@ class RecorderTopics:
     colored: str
     diagnostics: str
     node_name: str  # fully qualified name of the depth node (its diagnostics status starts with it)
+    confidence: str = ""  # depth/confidence ("": not recorded)
 
 
 class SpinningNode:
@@ -92,9 +93,14 @@ class DemoRecorder(SpinningNode):
             lambda m: rec.add_ground_truth(stamp_ns(m.header.stamp), image_msg_to_depth(m)), _QOS,
         )
         node.create_subscription(Image, topics.depth, self._on_depth, _QOS)
-        node.create_subscription(CameraInfo, topics.depth_info, lambda m: rec.count_camera_info(depth=True), _QOS)
+        node.create_subscription(CameraInfo, topics.depth_info, rec.add_depth_info, _QOS)
         node.create_subscription(PointCloud2, topics.points, rec.add_cloud, _QOS)
         node.create_subscription(Image, topics.colored, rec.add_colored, _QOS)
+        if topics.confidence:
+            node.create_subscription(
+                Image, topics.confidence,
+                lambda m: rec.add_confidence(stamp_ns(m.header.stamp), image_msg_to_depth(m)), _QOS,
+            )
         node.create_subscription(DiagnosticArray, topics.diagnostics, self._on_diagnostics, _QOS)
 
     def _on_depth(self, message: Image) -> None:

@@ -28,6 +28,7 @@ class RecordedFrame:
     depth: np.ndarray  # (H, W) float32 metres, NaN invalid
     rgb: np.ndarray | None  # (H, W, 3) uint8 camera image of the same stamp
     ground_truth: np.ndarray | None = None  # (H, W) float32 metres, NaN/0 = none
+    confidence: np.ndarray | None = None  # (H, W) float32 in (0, 1], the node's depth/confidence
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Recording:
     frames: list[RecordedFrame] = field(default_factory=list)
     last_cloud: object | None = None  # the newest sensor_msgs/PointCloud2
     last_colored: object | None = None  # the newest depth/colored Image
+    last_depth_info: object | None = None  # the newest depth/camera_info CameraInfo
+    confidence_received: int = 0
     diagnostics: dict[str, str] = field(default_factory=dict)  # newest values of the node's status
     first_depth_time: float | None = None  # wall time the first depth image arrived
     first_depth_stamp_ns: int | None = None  # its (camera) stamp: the recording window starts there
@@ -87,6 +90,20 @@ class Recording:
             if len(self.frames) < MAX_KEPT_FRAMES:
                 self.frames.append(RecordedFrame(stamp_ns, latency, depth, self._inputs.get(stamp_ns),
                                                  self._truths.get(stamp_ns)))
+
+    def add_confidence(self, stamp_ns: int, confidence: np.ndarray) -> None:
+        """A depth/confidence map: kept with the depth frame of the same stamp (it follows that frame)."""
+        with self._lock:
+            self.confidence_received += 1
+            for frame in reversed(self.frames):
+                if frame.stamp_ns == stamp_ns:
+                    frame.confidence = confidence
+                    break
+
+    def add_depth_info(self, info: object) -> None:
+        with self._lock:
+            self.depth_camera_infos_received += 1
+            self.last_depth_info = info
 
     def add_cloud(self, cloud: object) -> None:
         with self._lock:

@@ -7,7 +7,10 @@
 3. Once the node subscribes, the camera simulator starts (synthetic scene, exact depth on).
 4. The recorder keeps what the node publishes for ``seconds`` after the first depth image.
 5. Camera first, then node, are stopped (SIGINT, SIGTERM, SIGKILL with timeouts); then the
-   pictures, the point cloud and the summary are written.
+   pictures, the point cloud and the summary are written: side-by-side pictures, the node's
+   depth/confidence beside the depth and its error against the exact depth (``confidence.png``),
+   and the node's cloud of one frame seen from the side before and after the flying-pixel filter
+   (``flying_pixels.png``).
 
 Any failure (a node that exits, no depth in time) raises :class:`DemoError` with the nodes' last
 log lines; the processes are stopped either way.
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from space_clip_ros.data.ply import write_ply
 from space_clip_ros.data.tiny_model import TINY_VISION_OVERRIDES
@@ -49,6 +53,8 @@ CAMERA_NAMESPACE = f"{NAMESPACE}/camera/color"
 SIMULATOR = "camera_simulator"
 SIDE_BY_SIDE_COUNT = 4
 _PNG_SMALLEST = [cv2.IMWRITE_PNG_COMPRESSION, 9]
+#: The flying-pixel threshold the demo's before/after picture shows (the node's cloud itself is unfiltered).
+FLYING_PIXEL_THRESHOLD = 0.04
 
 
 class DemoError(RuntimeError):
@@ -104,6 +110,7 @@ class CheckpointFacts:
     dataset: str
     min_depth: float
     max_depth: float
+    confidence: bool = True  # the decoder has trained auxiliary heads: the node can publish depth/confidence
 
 
 @dataclass(frozen=True)
@@ -120,8 +127,12 @@ def _read_record(checkpoint: str) -> CheckpointFacts:
     record_path = stem.with_name(stem.name + ".json")
     try:
         record = json.loads(record_path.read_text())
+        decoder = (record.get("model") or {}).get("decoder") or {}
+        loss = ((record.get("extra") or {}).get("config") or {}).get("loss") or {}
+        weights = loss.get("aux_weights", [0.1, 0.05, 0.0])  # the release's when the record does not say
+        confidence = bool(decoder.get("aux_heads", True)) and any(float(w) != 0.0 for w in weights)
         return CheckpointFacts(str(record.get("dataset") or "unknown"), float(record.get("min_depth", 1e-3)),
-                               float(record.get("max_depth", 80.0)))
+                               float(record.get("max_depth", 80.0)), confidence)
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise DemoError(f"cannot read the checkpoint record {record_path}: {exc}") from exc
 
@@ -154,7 +165,8 @@ def choose_model(options: DemoOptions) -> ModelChoice:
 def depth_node_command(options: DemoOptions, model: ModelChoice) -> list[str]:
     """``depth_node`` exactly as the launch file starts it (its remappings, config/depth.yaml and its
     checkpoint/device overrides), in the demo namespace, plus the demo's own parameters."""
-    extra: dict[str, object] = {"publish_colored": True, "points_rgb": True}
+    extra: dict[str, object] = {"publish_colored": True, "points_rgb": True,
+                                "publish_confidence": model.record is None or model.record.confidence}
     if model.record is not None:
         extra["max_depth"] = float(model.record.max_depth)  # the range the decoder was trained for
     if options.pretrained:
@@ -204,7 +216,7 @@ def record_stream(
         ground_truth=f"{CAMERA_NAMESPACE}/ground_truth/depth", depth=f"{NAMESPACE}/depth/image",
         depth_info=f"{NAMESPACE}/depth/camera_info", points=f"{NAMESPACE}/points",
         colored=f"{NAMESPACE}/depth/colored", diagnostics="/diagnostics",
-        node_name=f"{NAMESPACE}/{launch.NODE_NAME}",
+        node_name=f"{NAMESPACE}/{launch.NODE_NAME}", confidence=f"{NAMESPACE}/depth/confidence",
     )
     env = node_environment()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", env["ROS_AUTOMATIC_DISCOVERY_RANGE"])
@@ -248,6 +260,39 @@ def _pick_frames(recording: Recording, count: int) -> list:
     return [usable[round(i * (len(usable) - 1) / (count - 1))] for i in range(count)]
 
 
+def _quality_pictures(recording: Recording, frames: list, depth_range: tuple[float, float], caption: str,
+                      out: Path) -> dict[str, str]:
+    """confidence.png and flying_pixels.png of one recorded frame (the first one that has what they need)."""
+    files: dict[str, str] = {}
+    with_confidence = [f for f in recording.frames if f.confidence is not None and f.rgb is not None]
+    if with_confidence:
+        frame = with_confidence[len(with_confidence) // 2]
+        picture = pictures.confidence_picture(frame.rgb, frame.depth, frame.confidence, *depth_range,
+                                              ground_truth=frame.ground_truth, caption=caption)
+        cv2.imwrite(str(out / "confidence.png"), picture, _PNG_SMALLEST)
+        files["the node's depth/confidence beside depth and its error against the exact depth"] = "confidence.png"
+    info = recording.last_depth_info
+    if info is not None and frames:
+        from space_clip_ros.msgs import CameraIntrinsics
+
+        frame = frames[len(frames) // 2]
+        height, width = frame.depth.shape
+        k = info.k
+        camera = CameraIntrinsics(fx=k[0], fy=k[4], cx=k[2], cy=k[5], width=info.width, height=info.height)
+        if camera.size == (width, height):
+            valid = frame.depth[np.isfinite(frame.depth)]
+            low, high = (float(valid.min()), float(valid.max())) if valid.size else (0.0, 1.0)
+            picture = pictures.flying_pixels_picture(
+                frame.rgb, frame.depth, camera, FLYING_PIXEL_THRESHOLD, low, high,
+                caption=f"{caption}; the node's cloud of one frame from the side, before and after",
+                view_size=(width, height),
+            )
+            cv2.imwrite(str(out / "flying_pixels.png"), picture, _PNG_SMALLEST)
+            files[f"one frame's cloud before and after flying_pixel_threshold {FLYING_PIXEL_THRESHOLD:g}"] = \
+                "flying_pixels.png"
+    return files
+
+
 def write_outputs(options: DemoOptions, model: ModelChoice, recording: Recording, exit_codes: dict[str, int],
                   recorded_s: float) -> DemoSummary:
     out = options.output_dir
@@ -275,6 +320,7 @@ def write_outputs(options: DemoOptions, model: ModelChoice, recording: Recording
         cv2.imwrite(str(colored), cv2.cvtColor(image_msg_to_rgb(recording.last_colored), cv2.COLOR_RGB2BGR),
                     _PNG_SMALLEST)
         files["the node's own depth/colored picture (last frame)"] = colored.name
+    files.update(_quality_pictures(recording, frames, depth_range, caption, out))
     if recording.last_cloud is not None:
         from space_clip_ros.msgs import pointcloud2_to_rgb, pointcloud2_to_xyz
 
@@ -317,7 +363,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
     """The whole demo; raises :class:`DemoError` (processes stopped, logs kept) when it fails."""
     out = options.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    for stale in [*out.glob("side_by_side_*.png"), out / "point_cloud.ply", out / "depth_colored.png"]:
+    for stale in [*out.glob("side_by_side_*.png"), out / "point_cloud.ply", out / "depth_colored.png",
+                  out / "confidence.png", out / "flying_pixels.png"]:
         stale.unlink(missing_ok=True)  # nothing of an earlier run is mistaken for this one's
     log_dir = out / "logs"
     shutil.rmtree(log_dir, ignore_errors=True)

@@ -554,8 +554,8 @@ class ScaleJitterRow:
     smoothing: float
     frames: int
     fitted_frames: int
-    jitter_percent: float  # 100 x std of the frame-to-frame differences of ln(scale)
-    mean_scale: float
+    jitter_percent: float  # 100 x std of the frame-to-frame differences of ln(scale), from the first fit on (NaN: < 3)
+    mean_scale: float  # geometric mean of the applied scale from the first fit on (NaN: no fit)
 
 
 def scale_jitter_report(
@@ -566,8 +566,64 @@ def scale_jitter_report(
     rows = []
     for smoothing in smoothings:
         scales = anchored_scales(frames, anchor, 1.0, smoothing, anchor_points)
-        values = np.log([s for s, _ in scales])
-        jitter = 100.0 * float(np.std(np.diff(values))) if len(values) > 2 else 0.0
-        rows.append(ScaleJitterRow(kind, anchor, smoothing, len(frames), sum(f for _, f in scales), jitter,
-                                   float(np.exp(values.mean()))))
+        fitted = [index for index, (_, has_fit) in enumerate(scales) if has_fit]
+        # From the first fit on: before it the scale is the initial 1.0, and that step is not jitter.
+        values = np.log([s for s, _ in scales[fitted[0]:]]) if fitted else np.empty(0)
+        jitter = 100.0 * float(np.std(np.diff(values))) if len(values) > 2 else math.nan
+        mean = float(np.exp(values.mean())) if len(values) else math.nan
+        rows.append(ScaleJitterRow(kind, anchor, smoothing, len(frames), len(fitted), jitter, mean))
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Flying-pixel filter on a real prediction: which points it removes
+
+
+@dataclass(frozen=True)
+class FlyingFilterErrors:
+    """What the flying-pixel filter removes from a model's clouds, judged by exact depth.
+
+    A trained decoder's points are off by its whole error (AbsRel 0.1-0.3 for the demo decoders),
+    so :class:`FlyingPixelReport`'s "farther than 5 % from every true surface" counts most points;
+    the useful question is rather whether the filter removes the *worse* points and where.
+    """
+
+    points: int  # cloud points (valid exact depth, predicted depth in range)
+    removed: int  # of which the filter removes
+    abs_rel_removed: float  # mean AbsRel of the removed points
+    abs_rel_kept: float  # mean AbsRel of the points kept
+    removed_at_true_edges: float  # share of removed points within 2 px of an exact-depth discontinuity
+    pixels_at_true_edges: float  # share of all cloud points there (what a blind filter would reach)
+
+
+def flying_filter_errors(
+    frames: list[HeldOutFrame], flying_pixel_threshold: float, min_depth: float, max_depth: float,
+    edge_threshold: float = 0.1,
+) -> FlyingFilterErrors:
+    """:class:`FlyingFilterErrors` of ``frames`` (their ``depth`` is the prediction); true
+    discontinuities are exact-depth jumps over ``edge_threshold`` (the same relative rule)."""
+    kernel = np.ones((5, 5), dtype=np.uint8)
+    points = removed = 0
+    removed_errors, kept_errors = [], []
+    at_edges_removed = at_edges = 0
+    for frame in frames:
+        exact = frame.exact.astype(np.float32)
+        cloud = (exact > min_depth) & (exact < max_depth) & valid_depth_mask(frame.depth, min_depth, max_depth)
+        flying = flying_pixel_mask(frame.depth, flying_pixel_threshold) & cloud
+        edges = cv2.dilate(flying_pixel_mask(np.where(exact > 0, exact, np.float32(np.nan)), edge_threshold)
+                           .astype(np.uint8), kernel).astype(bool)
+        error = np.abs(frame.depth - exact) / np.where(exact > 0, exact, np.float32(1.0))
+        points += int(np.count_nonzero(cloud))
+        removed += int(np.count_nonzero(flying))
+        removed_errors.append(error[flying])
+        kept_errors.append(error[cloud & ~flying])
+        at_edges_removed += int(np.count_nonzero(flying & edges))
+        at_edges += int(np.count_nonzero(cloud & edges))
+    removed_all, kept_all = np.concatenate(removed_errors), np.concatenate(kept_errors)
+    return FlyingFilterErrors(
+        points, removed,
+        float(removed_all.mean()) if removed_all.size else math.nan,
+        float(kept_all.mean()) if kept_all.size else math.nan,
+        at_edges_removed / removed if removed else math.nan,
+        at_edges / points if points else math.nan,
+    )
