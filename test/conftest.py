@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -14,6 +15,11 @@ import pytest
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
+# Backend auto's choices (inference.runtime.auto_select) go to this session's own file, for this
+# process and the nodes it starts, not to the user's ~/.cache.
+os.environ.setdefault(
+    "SPACE_CLIP_AUTO_CACHE", os.path.join(tempfile.mkdtemp(prefix="space_clip_test_auto_"), "auto_paths.json")
+)
 
 # The tiny test model of space_clip_ros.data.tiny_model: a real open_clip ViT with the
 # reference depth (12 blocks) but a narrow width; it runs in milliseconds on a CPU.

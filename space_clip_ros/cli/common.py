@@ -10,11 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..inference.runtime.predictor import DepthPredictor
     from ..model import BackboneConfig, DecoderConfig
     from ..outputs.options import OptionValue
+
+#: inference.runtime.options.BACKEND_CHOICES and PRECISION_CHOICES, written out so that ``--help`` and
+#: argument errors need no torch (test_auto_select checks that they are the same).
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
 
 
 #: Exit status of a console script that did its job, and of one refusing its arguments (argparse's own).
@@ -94,3 +100,33 @@ def output_values(args: argparse.Namespace) -> dict[str, OptionValue]:
     from ..outputs.options import OPTIONS
 
     return {o.name: getattr(args, o.name) for o in OPTIONS if o.flag is not None and getattr(args, o.name) is not None}
+
+
+def add_inference_arguments(group: argparse._ArgumentGroup) -> None:
+    """Device and path flags of the tools that run the predictor (the depth node's parameters of the
+    same names: device, backend, precision, optimize, auto_cache)."""
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    group.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                       help="auto (default): measure this device's fast paths once, keep the fastest within the "
+                       "depth tolerance, cache the choice; or force one")
+    group.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                       help="auto (default): what backend auto measures fastest (else fp16 on CUDA, fp32 on a CPU); "
+                       "bf16 on a CPU with bf16 arithmetic: bf16 decoder and attention")
+    group.add_argument("--no-optimize", action="store_true", help="the model exactly as trained (torch eager fp32)")
+    group.add_argument("--auto-cache", default="",
+                       help="backend auto's cache file (default: $SPACE_CLIP_AUTO_CACHE, else "
+                       "$XDG_CACHE_HOME/space_clip_ros/auto_paths.json)")
+
+
+def predictor_from_args(args: argparse.Namespace, **overrides: Any) -> DepthPredictor:
+    """The predictor of :func:`add_model_arguments` and :func:`add_inference_arguments`' flags, by the
+    rule the depth node uses (``auto_select.predictor_from_checkpoint``; ``overrides`` such as
+    ``device``, ``threads`` or ``output_size`` replace or add its arguments); raises what it raises."""
+    from ..inference.runtime.auto_select import predictor_from_checkpoint
+
+    settings: dict[str, Any] = {
+        "device": args.device, "precision": args.precision, "backend": args.backend,
+        "optimize": not args.no_optimize, "cache_path": args.auto_cache, **overrides,
+    }
+    return predictor_from_checkpoint(args.checkpoint, backbone=backbone_from_args(args),
+                                     decoder=decoder_from_args(args), **settings)

@@ -11,37 +11,20 @@ import sys
 import psutil
 import torch
 
-# CPU features that decide which kernels (and which fast path) a CPU can use.
-_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "f16c")
+from ..runtime.cpu_features import cpu_model_and_flags
+
 _PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "open_clip_torch", "numpy", "opencv-python-headless",
              "tensorrt", "ros-rclpy")
 
 
-def _cpu_model_and_flags() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and model in ("", platform.machine(), platform.processor()):
-                    model = value.strip()
-                elif key == "flags" and not flags:
-                    present = set(value.split())
-                    flags = [flag for flag in _CPU_FLAGS if flag in present]
-    except OSError:
-        pass
-    return model, flags
-
-
 def machine_info(device: torch.device) -> dict:
     """CPU model, cores, CPU features, memory, GPU name and the load average at the time of the call."""
-    cpu_model, flags = _cpu_model_and_flags()
+    cpu_model, flags = cpu_model_and_flags()
     info = {
         "cpu_model": cpu_model,
         "physical_cores": psutil.cpu_count(logical=False),
         "logical_cores": psutil.cpu_count(logical=True),
-        "cpu_flags": flags,
+        "cpu_flags": list(flags),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
         "platform": platform.platform(),

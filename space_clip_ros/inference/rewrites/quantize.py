@@ -5,11 +5,16 @@ activations on the fly, so it needs no calibration data. It covers the ViT's fou
 per block (qkv, attention output, MLP in and out), about 95 % of the encoder's arithmetic; the
 attention's activation-activation products stay in float.
 
-ONNX Runtime path: unsigned 8-bit weights (one scale per output channel) with unsigned 8-bit
-activations. Measured on ViT-B/16 here (AVX2 CPU without VNNI), depth against fp32: u8 x u8
-median relative error 0.35 %; u8 x s8 (the quantiser's default) 14 %, because the AVX2 u8 x s8
-kernel sums pairs of products in saturating 16-bit lanes; u8 x s8 with 7-bit weights
-(``reduce_range``) 1.6 %. Speed of the three is within 5-10 %.
+Torch path: ``torch.ao`` dynamic quantisation with one weight scale per output channel (per
+tensor is available, but its error is larger at the same speed).
+
+ONNX Runtime path: one scale per output channel, unsigned 8-bit activations, and the weights'
+type chosen by the CPU (``signed_weights``). Without VNNI (AVX2 only), measured on ViT-B/16 on a
+Zen 3, depth against fp32: u8 x u8 median relative error 0.35 %; u8 x s8 (the quantiser's
+default) 14 %, because the AVX2 u8 x s8 kernel sums pairs of products in saturating 16-bit lanes;
+u8 x s8 with 7-bit weights (``reduce_range``) 1.6 %; speed within 5-10 %. With VNNI (AVX-512 or
+AVX VNNI, AMX) the u8 x s8 products sum into 32 bits without saturation and ONNX Runtime's u8 x s8
+kernels were about 23 % faster than u8 x u8 (Zen 5), so s8 weights are used there.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 
-def quantize_linear_int8(module: nn.Module) -> nn.Module:
+def quantize_linear_int8(module: nn.Module, per_channel: bool = True) -> nn.Module:
     """Return ``module`` with every ``nn.Linear`` replaced by a dynamically quantised int8 Linear.
 
-    Uses ``torch.ao.quantization.quantize_dynamic`` (deprecated in favour of torchao, which is not
-    installed here, but still shipped and working in torch 2.15). Raises RuntimeError with a clear
-    message when this torch build has no quantised CPU engine.
+    ``per_channel``: one weight scale per output channel (``per_channel_dynamic_qconfig``), else
+    one per tensor. Uses ``torch.ao.quantization.quantize_dynamic`` (deprecated in favour of
+    torchao, which is not installed here, but still shipped and working in torch 2.15). Raises
+    RuntimeError with a clear message when this torch build has no quantised CPU engine.
     """
     engines = torch.backends.quantized.supported_engines
     if not any(engine in engines for engine in ("x86", "fbgemm", "qnnpack", "onednn")):
@@ -38,7 +44,10 @@ def quantize_linear_int8(module: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=UserWarning)
-        return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=False)
+        from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
+
+        qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+        return torch.ao.quantization.quantize_dynamic(module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=False)
 
 
 ENCODER_NODE_PREFIX = "/model/backbone/"  # node names of the encoder in graphs made by export.py
@@ -71,13 +80,18 @@ def encoder_weight_matmuls(model_path: str | os.PathLike, node_prefix: str = ENC
 
 
 def quantize_onnx_int8(
-    source: str | os.PathLike, destination: str | os.PathLike, node_prefix: str = ENCODER_NODE_PREFIX
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    node_prefix: str = ENCODER_NODE_PREFIX,
+    signed_weights: bool = False,
 ) -> int:
     """Quantise the encoder's weight MatMuls of an exported graph to 8 bits; returns how many.
 
     Only MatMuls with a constant weight are quantised: the attention's query-key and
     attention-value products would be quantised on both sides, which costs far more accuracy than
     it saves time. The decoder (FiLM, convolutions) stays float, as in the torch int8 path.
+    ``signed_weights``: s8 weights (u8 x s8 products), for CPUs with VNNI only (module notes);
+    the default u8 weights are right on every CPU.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -92,10 +106,12 @@ def quantize_onnx_int8(
             str(destination),
             op_types_to_quantize=["MatMul"],
             nodes_to_quantize=nodes,
-            weight_type=QuantType.QUInt8,  # u8 x u8: no saturating 16-bit sums on AVX2 (module notes)
+            # u8 x u8: no saturating 16-bit sums on AVX2; u8 x s8 where VNNI sums exactly (module notes)
+            weight_type=QuantType.QInt8 if signed_weights else QuantType.QUInt8,
             per_channel=True,  # one scale per output column: same speed, smaller error tail
             reduce_range=False,
             extra_options={"MatMulConstBOnly": True},
         )
-    logger.info("quantised %d encoder weight MatMuls of %s to int8 -> %s", len(nodes), source, destination)
+    logger.info("quantised %d encoder weight MatMuls of %s to int8 (%s weights) -> %s", len(nodes), source,
+                "s8" if signed_weights else "u8", destination)
     return len(nodes)

@@ -71,7 +71,16 @@ def make_session(source: str | bytes, device: torch.device, options: OnnxRuntime
     return ort.InferenceSession(source, session_options, providers=providers)
 
 
-def _whole_model_bytes(model: SpaceClip, quantize_int8: bool) -> bytes:
+def int8_signed_weights(options: OnnxRuntimeOptions) -> bool:
+    """s8 weights for the int8 MatMuls: as the options say, else where the CPU has VNNI / AMX."""
+    if options.int8_signed_weights is not None:
+        return options.int8_signed_weights
+    from .cpu_features import has_int8_dot_product
+
+    return has_int8_dot_product()
+
+
+def _whole_model_bytes(model: SpaceClip, quantize_int8: bool, signed_weights: bool = False) -> bytes:
     """Export ``model`` (pixels in, native depth + embedding out, dynamic batch) and return the ONNX bytes."""
     options = ExportOptions(dynamic_batch=True, with_embedding=True)
     if not quantize_int8:
@@ -81,18 +90,18 @@ def _whole_model_bytes(model: SpaceClip, quantize_int8: bool) -> bytes:
     with tempfile.TemporaryDirectory(prefix="space_clip_onnx_") as folder:
         float_path, int8_path = Path(folder) / "model.onnx", Path(folder) / "model_int8.onnx"
         export_onnx(model, float_path, options)
-        quantize_onnx_int8(float_path, int8_path)
+        quantize_onnx_int8(float_path, int8_path, signed_weights=signed_weights)
         return int8_path.read_bytes()
 
 
-def _part_bytes(model: SpaceClip, quantize_int8: bool) -> tuple[bytes, bytes]:
+def _part_bytes(model: SpaceClip, quantize_int8: bool, signed_weights: bool = False) -> tuple[bytes, bytes]:
     """Encoder and decoder graphs (the encoder's weight MatMuls in int8 when asked)."""
     with tempfile.TemporaryDirectory(prefix="space_clip_onnx_") as folder:
         encoder_path, decoder_path = Path(folder) / "encoder.onnx", Path(folder) / "decoder.onnx"
         export_parts(model, encoder_path, decoder_path)
         if quantize_int8:
             quantized = Path(folder) / "encoder_int8.onnx"
-            quantize_onnx_int8(encoder_path, quantized, node_prefix="/backbone/")
+            quantize_onnx_int8(encoder_path, quantized, node_prefix="/backbone/", signed_weights=signed_weights)
             encoder_path = quantized
         return encoder_path.read_bytes(), decoder_path.read_bytes()
 
@@ -112,8 +121,10 @@ class OnnxRuntimeEngine:
             source: str | bytes = str(options.model_path)
             self.origin = f"file {options.model_path}"
         elif model is not None:
-            source = _whole_model_bytes(model, options.quantize_int8)
-            self.origin = "exported on the fly" + (", int8 encoder MatMuls" if options.quantize_int8 else "")
+            signed = options.quantize_int8 and int8_signed_weights(options)
+            source = _whole_model_bytes(model, options.quantize_int8, signed)
+            int8 = f", int8 encoder MatMuls (u8 x {'s8' if signed else 'u8'})" if options.quantize_int8 else ""
+            self.origin = "exported on the fly" + int8
         else:
             raise ValueError("the onnxruntime backend needs a model to export or an ONNX model_path")
         self.session = make_session(source, device, options)
@@ -196,7 +207,8 @@ class OnnxRuntimeEngine:
         return self._split
 
     def _make_split_runners(self) -> tuple[Callable, Callable]:
-        encoder_bytes, decoder_bytes = _part_bytes(self._model, self.options.quantize_int8)
+        encoder_bytes, decoder_bytes = _part_bytes(self._model, self.options.quantize_int8,
+                                                   self.options.quantize_int8 and int8_signed_weights(self.options))
         encoder = make_session(encoder_bytes, self.device, self.options)
         decoder = make_session(decoder_bytes, self.device, self.options)
         del encoder_bytes, decoder_bytes

@@ -7,6 +7,7 @@ the rounding stated in docs/benchmarks.md (exact re-writes, reduced precision, o
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,12 @@ import psutil
 import torch
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+#: What a user may ask for: a backend, or ``auto`` (measure this device's candidate paths, keep the
+#: fastest within the depth tolerance: :mod:`.auto_select`).
+BACKEND_CHOICES = ("auto", *BACKENDS)
+#: The predictor's precision, or ``auto`` (fp16 on CUDA, fp32 on a CPU; with backend ``auto`` every
+#: precision this device runs fast is a candidate).
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 
@@ -33,7 +40,14 @@ class TorchOptions:
         fold_batch_norm: fold the decoder's batch norms into the preceding convolutions.
         channels_last: NHWC memory layout for the decoder's convolutions.
         quantize_encoder_int8: dynamic int8 quantisation of the encoder's Linear layers (CPU only;
-            weights int8 per tensor, activations quantised per call).
+            weights int8, activations quantised per call).
+        int8_per_channel: with ``quantize_encoder_int8``, one weight scale per output channel
+            (same speed as one per tensor, a smaller error).
+        bf16_decoder: CPU: the decoder's weights and arithmetic in bf16 (features rounded to bf16 on
+            the way in, depth back in fp32 before the final resize); needs bf16 arithmetic in
+            hardware (``cpu_features.bf16_supported``). On CUDA ``half_weights`` covers the decoder.
+        bf16_attention: CPU: the encoder's attention products (SDPA) in bf16; needs
+            ``sdpa_attention`` and bf16 arithmetic in hardware.
         half_weights: with precision fp16/bf16 on CUDA, cast the weights themselves to that type
             (the frozen encoder never trains, so no fp32 master copy is needed); otherwise autocast.
         compile_mode: ``torch.compile`` mode for the whole model, or ``none``.
@@ -46,6 +60,9 @@ class TorchOptions:
     fold_batch_norm: bool = True
     channels_last: bool = True
     quantize_encoder_int8: bool = False
+    int8_per_channel: bool = True
+    bf16_decoder: bool = False
+    bf16_attention: bool = False
     half_weights: bool = True
     compile_mode: str = "none"
     cuda_graphs: bool = False
@@ -67,6 +84,9 @@ class OnnxRuntimeOptions:
             model on the fly (a few seconds) into memory.
         quantize_int8: dynamically quantise the weight MatMuls (the encoder's Linear layers) to
             int8 after export (ignored when ``model_path`` is given: quantise the file instead).
+        int8_signed_weights: with ``quantize_int8``, s8 weights (u8 x s8 products) instead of u8;
+            ``None``: s8 where the CPU sums int8 products exactly and fastest (VNNI, AMX), u8
+            elsewhere (``rewrites.quantize``).
         intra_op_threads: threads per operator; ``0`` means the number of physical cores.
         allow_spinning: let idle worker threads spin between runs. Off by default: a robot's
             cores are shared with other nodes, and spinning threads take their time (measured here
@@ -83,6 +103,7 @@ class OnnxRuntimeOptions:
 
     model_path: str | None = None
     quantize_int8: bool = False
+    int8_signed_weights: bool | None = None
     intra_op_threads: int = 0
     allow_spinning: bool = False
     providers: tuple[str, ...] | None = None
@@ -124,27 +145,46 @@ class InferenceOptions:
 
 
 def recommended_backend(device: torch.device) -> str:
-    """The backend that measured fastest on each kind of device (docs/benchmarks.md).
-
-    CPU: ONNX Runtime with int8 encoder MatMuls (MLAS kernels, and its thread pool degrades far
-    less than torch's OpenMP one when other processes share the cores). CUDA: torch with
-    half-precision weights (TensorRT is faster still where installed, but needs an engine build).
+    """The backend to use when nothing is measured (backend ``auto`` with ``optimize=False``, or a
+    caller that resolves ``auto`` without :mod:`.auto_select`): what measured fastest on a CPU
+    without bf16 arithmetic (docs/benchmarks.md, Zen 3: ONNX Runtime with int8 encoder MatMuls) and
+    on CUDA (torch with half-precision weights). ``auto`` measures instead where it can.
     """
     return "onnxruntime" if device.type == "cpu" else "torch"
 
 
-def default_options(backend: str, device: torch.device) -> InferenceOptions:
+def cpu_bf16_wanted(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` asks for the CPU's bf16 decoder and attention, and this CPU has bf16
+    arithmetic; asking on a CPU without it logs why fp32 runs instead."""
+    if device.type != "cpu" or precision != "bf16":
+        return False
+    from .cpu_features import bf16_supported
+
+    if bf16_supported():
+        return True
+    logging.getLogger(__name__).warning(
+        "precision bf16 on this CPU: no bf16 arithmetic in hardware (AVX-512-BF16 / AMX-BF16) or in this "
+        "torch's oneDNN; running fp32 (bf16 would be emulated, slower)"
+    )
+    return False
+
+
+def default_options(backend: str, device: torch.device, precision: str = "fp32") -> InferenceOptions:
     """The recommended fast path of ``backend`` on ``device`` (what ``optimize=True`` selects).
 
-    CPU: int8 weights for the encoder's matrix products (about half the model's time), batch norm
+    CPU: int8 weights for the encoder's matrix products (one scale per output channel), batch norm
     folded, NHWC decoder, one thread per physical core (ONNX Runtime: its pool gets the cores,
-    torch's pre/post-processing one thread). CUDA: half-precision weights, SDPA, NHWC,
-    folded batch norm (the precision itself is the predictor's ``precision`` argument).
+    torch's pre/post-processing one thread; s8 weights where VNNI sums them exactly). With
+    ``precision`` bf16 on a CPU with bf16 arithmetic (torch backend): the decoder and the attention
+    products in bf16 too. CUDA: half-precision weights, SDPA, NHWC, folded batch norm (the precision
+    itself is the predictor's ``precision`` argument).
     """
     on_cpu = device.type == "cpu"
+    bf16 = backend == "torch" and cpu_bf16_wanted(precision, device)
     return InferenceOptions(
         backend=backend,
-        torch=TorchOptions(quantize_encoder_int8=on_cpu, num_threads=0 if on_cpu else None),
+        torch=TorchOptions(quantize_encoder_int8=on_cpu, bf16_decoder=bf16, bf16_attention=bf16,
+                           num_threads=0 if on_cpu else None),
         onnxruntime=OnnxRuntimeOptions(quantize_int8=on_cpu, torch_threads=1 if on_cpu else None),
     )
 
@@ -158,8 +198,9 @@ def unoptimized_options(backend: str) -> InferenceOptions:
 
 
 def resolve_auto(device: torch.device, precision: str, backend: str) -> tuple[str, str]:
-    """(precision, backend) with ``auto`` made concrete for ``device``: fp16 on CUDA and fp32 on
-    the CPU; :func:`recommended_backend`. Values other than ``auto`` pass through."""
+    """(precision, backend) with ``auto`` made concrete for ``device`` without measuring: fp16 on
+    CUDA and fp32 on the CPU; :func:`recommended_backend`. Values other than ``auto`` pass through.
+    (Backend ``auto`` with the fast path on measures instead: :mod:`.auto_select`.)"""
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
     if backend == "auto":
@@ -172,6 +213,7 @@ def inference_options(
     device: str | torch.device,
     optimize: bool,
     *,
+    precision: str = "fp32",
     exported_model: str = "",
     compile_mode: str = "none",
     cuda_graphs: bool = False,
@@ -179,8 +221,9 @@ def inference_options(
 ) -> InferenceOptions:
     """The options of a user's choice (the node's parameters, the benchmark's flags), in one rule.
 
-    ``optimize``: :func:`default_options` for ``device`` (a device name is resolved only then),
-    with ``compile_mode``, ``cuda_graphs`` and ``threads`` (every backend's CPU threads) on top;
+    ``optimize``: :func:`default_options` for ``device`` and ``precision`` (a device name is
+    resolved only then), with ``compile_mode``, ``cuda_graphs`` and ``threads`` (every backend's
+    CPU threads) on top;
     otherwise :func:`unoptimized_options`, the model as trained, which those three do not touch.
     ``exported_model``: an existing file of ``space-clip-export`` for the onnxruntime backend
     (.onnx) or the tensorrt backend (.onnx or a serialised engine); FileNotFoundError when it
@@ -189,7 +232,8 @@ def inference_options(
     if optimize:
         from ...devices import resolve_device
 
-        options = default_options(backend, resolve_device(device) if isinstance(device, str) else device)
+        device = resolve_device(device) if isinstance(device, str) else device
+        options = default_options(backend, device, precision)
         torch_changes: dict[str, object] = {"compile_mode": compile_mode, "cuda_graphs": cuda_graphs}
         onnxruntime = options.onnxruntime
         if threads is not None:

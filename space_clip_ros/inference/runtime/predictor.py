@@ -18,7 +18,7 @@ from ...devices import resolve_device
 from ...model import BackboneConfig, CheckpointRecord, ModelConfig, SpaceClip, load_model
 from ...model.confidence import confidence_heads
 from ...model.preprocess import resize_and_normalize
-from .options import BACKENDS, InferenceOptions, default_options, resolve_auto, unoptimized_options
+from .options import BACKENDS, InferenceOptions, default_options, unoptimized_options
 from .prediction import NO_AUXILIARY_HEADS, Prediction
 from .torch_engine import TorchEngine
 from .upload import FrameUploader
@@ -28,11 +28,16 @@ logger = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+def resolve_precision(precision: str, device: torch.device, options: InferenceOptions | None = None) -> torch.dtype:
+    """The dtype of the model's inputs and outputs. On a CPU always fp32: there ``bf16`` is the torch
+    fast path's bf16 decoder and attention (``options``), inside an fp32 model."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     if device.type != "cuda" and precision != "fp32":
-        logger.warning("precision %s is a CUDA option; running fp32 on %s", precision, device)
+        cpu_bf16 = options is not None and options.backend == "torch" and options.torch.bf16_decoder
+        if not (precision == "bf16" and cpu_bf16):
+            logger.warning("precision %s is a CUDA option (bf16 on a CPU: the torch fast path's bf16 decoder); "
+                           "running fp32 on %s", precision, device)
         return torch.float32
     return PRECISIONS[precision]
 
@@ -82,13 +87,15 @@ class DepthPredictor:
         if options is not None and backend != "torch" and backend != options.backend:
             raise ValueError(f"backend {backend!r} contradicts options.backend {options.backend!r}")
         self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        if options is None:
+            options = default_options(backend, self.device, precision) if optimize else unoptimized_options(backend)
+        self.dtype = resolve_precision(precision, self.device, options)
         self.precision = {v: k for k, v in PRECISIONS.items()}[self.dtype]
         self.record = record
-        if options is None:
-            options = default_options(backend, self.device) if optimize else unoptimized_options(backend)
         self.options = options
         self.backend = options.backend
+        # What backend "auto" chose and measured (inference.runtime.auto_select.AutoChoice); None otherwise.
+        self.auto_choice = None
         self.engine = _build_engine(model, self.device, self.dtype, options)
         # The torch backend runs (a re-written copy of) the model on the device; the others run an
         # exported graph and keep the original model where it is until release_model().
@@ -214,19 +221,17 @@ def create_predictor(
     precision: str = "auto",
     backend: str = "auto",
     optimize: bool = True,
+    **settings,
 ) -> DepthPredictor:
-    """A predictor on the fastest measured path of this device, for Python callers (scripts, notebooks,
-    the memory measurement of docs/benchmarks.md) that want the recommended settings without
-    choosing them.
+    """A predictor on the fastest path of this device, for Python callers (scripts, notebooks, the
+    memory measurement of docs/benchmarks.md) that want the recommended settings without choosing them.
 
-    ``precision="auto"``: fp16 on CUDA, fp32 on the CPU. ``backend="auto"``:
-    :func:`recommended_backend` (onnxruntime with int8 encoder MatMuls on the CPU, torch on CUDA).
-    The depth node does not call it: it builds its predictor from its parameters
-    (``ros.model_setup.build_predictor``), whose defaults are the plain torch path and whose
-    ``optimize`` and ``backend`` parameters select this same fast path when set.
+    The same rule as the depth node's and the tools' (``auto_select.predictor_from_checkpoint``):
+    ``backend="auto"`` measures this device's candidate paths once and caches the choice,
+    ``precision="auto"`` lets it pick the precision too, ``optimize=False`` gives the exact model;
+    ``settings`` are that function's other arguments (``output_size``, ``cache_path``, ...).
     """
-    resolved = resolve_device(device)
-    precision, backend = resolve_auto(resolved, precision, backend)
-    return DepthPredictor.from_checkpoint(
-        checkpoint, backbone=backbone, device=str(resolved), precision=precision, backend=backend, optimize=optimize
-    )
+    from .auto_select import predictor_from_checkpoint
+
+    return predictor_from_checkpoint(checkpoint, backbone, device=device, precision=precision, backend=backend,
+                                     optimize=optimize, **settings)

@@ -1,8 +1,9 @@
 """The PyTorch backend: the model in eager mode, optionally re-written for speed.
 
 Re-writes (each chosen by :class:`TorchOptions`): SDPA attention, batch norm folded into the
-convolutions, channels-last decoder, int8 encoder Linear layers (CPU), half-precision weights
-(CUDA), ``torch.compile``, and CUDA graph capture per input shape.
+convolutions, channels-last decoder, int8 encoder Linear layers (CPU), bf16 decoder and attention
+(CPUs with bf16 arithmetic), half-precision weights (CUDA), ``torch.compile``, and CUDA graph
+capture per input shape.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ...model import SpaceClip
 from ...model.confidence import aux_agreement_confidence
 from ..rewrites.attention import replace_multihead_attention
 from ..rewrites.fusion import fold_batch_norms
+from ..rewrites.precision import ReducedPrecisionDecoder, use_attention_dtype
 from ..rewrites.quantize import quantize_linear_int8
 from .options import TorchOptions, physical_cores
 from .prediction import Prediction
@@ -30,6 +32,8 @@ def _needs_copy(options: TorchOptions, half: bool) -> bool:
         or options.fold_batch_norm
         or options.channels_last
         or options.quantize_encoder_int8
+        or options.bf16_decoder
+        or options.bf16_attention
         or half
     )
 
@@ -63,8 +67,15 @@ def prepare_torch_model(
     if options.quantize_encoder_int8:
         if device.type != "cpu":
             raise ValueError("int8 dynamic quantisation runs on the CPU only; use fp16/bf16 on CUDA")
-        prepared.backbone = quantize_linear_int8(prepared.backbone)
-        applied.append("int8-encoder-linear")
+        prepared.backbone = quantize_linear_int8(prepared.backbone, per_channel=options.int8_per_channel)
+        applied.append("int8-encoder-linear" + ("-per-channel" if options.int8_per_channel else ""))
+    if (options.bf16_decoder or options.bf16_attention) and device.type != "cpu":
+        raise ValueError("bf16_decoder / bf16_attention are CPU options; on CUDA use precision bf16")
+    if options.bf16_attention and use_attention_dtype(prepared.backbone, torch.bfloat16):
+        applied.append("bf16-attention")
+    if options.bf16_decoder:
+        prepared.decoder = ReducedPrecisionDecoder(prepared.decoder, torch.bfloat16)
+        applied.append("bf16-decoder")
     if half:
         prepared = prepared.to(dtype)
         applied.append(f"{dtype}-weights".replace("torch.", ""))
@@ -154,7 +165,8 @@ class TorchEngine:
         self.dtype = dtype
         self.options = options
         self.model, self.applied = prepare_torch_model(model, device, dtype, options)
-        self.half_weights = next(self.model.decoder.parameters()).dtype != torch.float32
+        # Whole-model half weights (CUDA): the input is cast to them (a bf16 CPU decoder casts its own).
+        self.half_weights = options.half_weights and device.type == "cuda" and dtype != torch.float32
         self._forward = self._plain_forward
         # Whether the forward returns buffers that its next call overwrites (CUDA graphs' static
         # outputs): run() then copies them, so that a caller may keep the results of earlier calls.
