@@ -298,3 +298,40 @@ def test_onnxruntime_int8_weights_follow_the_cpu(tmp_path, tiny_model, monkeypat
         graph = onnx.load(str(target)).graph
         quantized = [t for t in graph.initializer if t.name.endswith("_quantized")]
         assert quantized and {t.data_type for t in quantized} == {dtype}
+
+
+# ---- the depth node's parameters ---------------------------------------------------------------------
+
+
+def test_node_parameters_default_to_auto_and_feed_the_diagnostics(tmp_path, monkeypatch):
+    from space_clip_ros.data.tiny_model import TINY_VISION_OVERRIDES
+    from space_clip_ros.ros.model_setup import (
+        KEY_INFERENCE_PATH,
+        KEY_PATH_LATENCY,
+        build_predictor,
+        model_facts,
+        predictor_settings,
+    )
+    from space_clip_ros.ros.parameters import DepthNodeSettings
+
+    defaults = DepthNodeSettings.defaults()
+    assert (defaults.backend, defaults.optimize, defaults.precision, defaults.cuda_graphs) == ("auto", True, "auto",
+                                                                                                False)
+    assert predictor_settings(defaults)["torch_only"] is False
+    confidence = DepthNodeSettings.from_values({"publish_confidence": True})
+    assert predictor_settings(confidence)["torch_only"] is True  # the confidence map runs auxiliary heads
+    sized = DepthNodeSettings.from_values({"output_width": 320, "output_height": 240})
+    assert predictor_settings(sized)["output_size"] == (240, 320)
+
+    monkeypatch.setattr(auto_select, "candidate_paths", lambda device, precision="auto": [TORCH_INT8])
+    settings = DepthNodeSettings.from_values({"device": "cpu", "vision_overrides": json.dumps(TINY_VISION_OVERRIDES),
+                                              "auto_cache": str(tmp_path / "auto.json")})
+    predictor = build_predictor(settings)
+    facts = model_facts(predictor, "")
+    assert facts[KEY_INFERENCE_PATH] == "torch int8 (backend auto, measured at this start)"
+    assert float(facts[KEY_PATH_LATENCY]) > 0
+    again = model_facts(build_predictor(settings), "")
+    assert again[KEY_INFERENCE_PATH] == "torch int8 (backend auto, cached)"
+    forced = model_facts(build_predictor(settings.replace(backend="torch", optimize=False)), "")
+    assert forced[KEY_INFERENCE_PATH].endswith("(forced by the parameters)")
+    assert forced[KEY_PATH_LATENCY] == "not measured"

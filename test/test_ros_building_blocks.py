@@ -278,7 +278,7 @@ def test_node_runs_an_exported_onnx_model_like_the_checkpoint(tmp_path, tiny_mod
     onnx_path = tmp_path / "model.onnx"
     export_onnx(model, onnx_path, ExportOptions())
     common = {"checkpoint": str(tmp_path / "ckpt"), "device": "cpu"}
-    torch_predictor = build_predictor(DepthNodeSettings.from_values(common))
+    torch_predictor = build_predictor(DepthNodeSettings.from_values({**common, "backend": "torch", "optimize": False}))
     ort_settings = DepthNodeSettings.from_values({**common, "backend": "onnxruntime", "exported_model": str(onnx_path)})
     assert inference_options(ort_settings).onnxruntime.model_path == str(onnx_path)
     ort_predictor = build_predictor(ort_settings)

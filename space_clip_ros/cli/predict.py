@@ -34,7 +34,7 @@ import numpy as np
 from ..data.camera import CameraIntrinsics
 from ..data.formats import read_intrinsics_file
 from ..model.checkpoint import CheckpointError, checkpoint_paths
-from .common import add_model_arguments, backbone_from_args, setup_logging, tool_parser
+from .common import add_inference_arguments, add_model_arguments, predictor_from_args, setup_logging, tool_parser
 
 logger = logging.getLogger("space_clip_ros.predict")
 
@@ -59,8 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--intrinsics", help='"fx,fy,cx,cy" (pixels of the input) or a YAML file')
     parser.add_argument("--no-focal-rescale", action="store_true", help="do not rescale depth by f_camera/f_train")
     parser.add_argument("--batch-size", type=int, default=4, help="frames per forward pass")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="CUDA autocast")
+    add_inference_arguments(parser.add_argument_group("inference"))
     parser.add_argument("--max-depth", type=float, default=None, help="far end of the colour map (default: "
                         "the checkpoint's max depth)")
     parser.add_argument("--colormap", default="turbo", help="OpenCV colour map name for the colour PNG")
@@ -219,12 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from ..data.camera import focal_rescale_factor
-    from ..inference.runtime.predictor import DepthPredictor
 
     try:
-        predictor = DepthPredictor.from_checkpoint(
-            args.checkpoint, backbone=backbone_from_args(args), device=args.device, precision=args.precision
-        )
+        predictor = predictor_from_args(args)
     except (CheckpointError, ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"space-clip-predict: error: {exc}", file=sys.stderr)
         return 2

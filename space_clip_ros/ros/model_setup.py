@@ -1,13 +1,18 @@
 """The depth node's predictor, built from its parameters (no rclpy here).
 
 The rules are the ones every tool shares: the backbone from ``model.backbone_from_options``, the
-backend settings from ``inference.runtime.options.inference_options``; this module only says
-which parameter feeds which argument.
+predictor from ``inference.runtime.auto_select.predictor_from_checkpoint`` (backend ``auto``
+measures and caches the fastest valid path; a named backend takes ``inference_options``); this
+module only says which parameter feeds which argument.
 """
 
 from __future__ import annotations
 
-from space_clip_ros.inference.runtime.options import InferenceOptions
+from typing import Any
+
+from space_clip_ros.devices import resolve_device
+from space_clip_ros.inference.runtime.auto_select import predictor_from_checkpoint
+from space_clip_ros.inference.runtime.options import InferenceOptions, resolve_auto
 from space_clip_ros.inference.runtime.options import inference_options as options_for
 from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.model import BackboneConfig, CheckpointError, backbone_from_options
@@ -17,6 +22,10 @@ from space_clip_ros.ros.parameters import DepthNodeSettings
 #: What a bad model configuration raises at start-up; the node reports it and exits non-zero.
 MODEL_SETUP_ERRORS = (CheckpointError, ValueError, FileNotFoundError, RuntimeError)
 
+#: Diagnostics keys of the inference path (what backend auto chose, or what the parameters forced).
+KEY_INFERENCE_PATH = "inference path"
+KEY_PATH_LATENCY = "inference path latency at start-up (ms)"
+
 
 def backbone_config(settings: DepthNodeSettings) -> BackboneConfig | None:
     """The backbone the parameters ask for, or None to take the checkpoint's (empty = unset)."""
@@ -24,19 +33,47 @@ def backbone_config(settings: DepthNodeSettings) -> BackboneConfig | None:
 
 
 def inference_options(settings: DepthNodeSettings) -> InferenceOptions:
-    """Backend, fast path and exported-model file from the parameters."""
-    return options_for(settings.backend, settings.device, settings.optimize, exported_model=settings.exported_model)
+    """The options a named backend's parameters give (backend, fast path, precision, CUDA graphs,
+    exported-model file). Backend auto: the torch options of those parameters (auto itself chooses
+    among measured paths in :func:`build_predictor`); with an exported model it raises ValueError."""
+    if settings.backend == "auto" and settings.exported_model:
+        raise ValueError("exported_model needs backend onnxruntime or tensorrt, not auto")
+    device = resolve_device(settings.device)
+    precision, backend = resolve_auto(device, settings.precision, "torch" if settings.backend == "auto" else
+                                      settings.backend)
+    return options_for(backend, device, settings.optimize, precision=precision,
+                       exported_model=settings.exported_model, cuda_graphs=settings.cuda_graphs)
+
+
+def output_size(settings: DepthNodeSettings) -> tuple[int, int] | None:
+    """The depth size backend auto measures at: the node's output size when set, else None (the default
+    camera size of ``auto_select``; a camera's own size is not known before its first frame)."""
+    outputs = settings.outputs
+    return (outputs.output_height, outputs.output_width) if outputs.output_width > 0 else None
+
+
+def needs_torch(settings: DepthNodeSettings) -> bool:
+    """Whether an output needs the torch backend (the confidence map runs the decoder's auxiliary heads)."""
+    outputs = settings.outputs
+    return bool(getattr(outputs, "publish_confidence", False) or getattr(outputs, "points_min_confidence", 0.0) > 0)
+
+
+def predictor_settings(settings: DepthNodeSettings) -> dict[str, Any]:
+    """The arguments of ``predictor_from_checkpoint`` that the parameters give."""
+    arguments: dict[str, Any] = {
+        "device": settings.device, "precision": settings.precision, "backend": settings.backend,
+        "optimize": settings.optimize, "exported_model": settings.exported_model,
+        "cuda_graphs": settings.cuda_graphs, "output_size": output_size(settings),
+        "cache_path": settings.auto_cache, "torch_only": needs_torch(settings),
+    }
+    return arguments
 
 
 def build_predictor(settings: DepthNodeSettings) -> DepthPredictor:
-    """Load backbone and decoder and place them on the device; raises one of MODEL_SETUP_ERRORS."""
-    return DepthPredictor.from_checkpoint(
-        settings.checkpoint or None,
-        backbone=backbone_config(settings),
-        device=settings.device,
-        precision=settings.precision,
-        options=inference_options(settings),
-    )
+    """Load backbone and decoder and place them on the device on the path the parameters ask for
+    (backend auto: measured once, then cached); raises one of MODEL_SETUP_ERRORS."""
+    return predictor_from_checkpoint(settings.checkpoint or None, backbone=backbone_config(settings),
+                                     **predictor_settings(settings))
 
 
 def model_facts(predictor: DepthPredictor, checkpoint: str) -> dict[str, str]:
@@ -51,10 +88,18 @@ def model_facts(predictor: DepthPredictor, checkpoint: str) -> dict[str, str]:
     else:
         decoder_weights = f"trained: {checkpoint} (dataset: {predictor.record.dataset or 'unknown'})"
     overrides = f" {backbone.vision_overrides}" if backbone.vision_overrides else ""
+    choice = predictor.auto_choice
+    if choice is None:
+        path, latency = f"{predictor.engine.describe()} (forced by the parameters)", "not measured"
+    else:
+        path = f"{choice.name} (backend auto, {'measured at this start' if choice.measured_now else 'cached'})"
+        latency = "none valid: exact model" if choice.latency_ms is None else f"{choice.latency_ms:.1f}"
     return {
         KEY_MODEL: f"SPACE-CLIP {backbone.name}{overrides}, encoder input "
         f"{predictor.input_size[0]}x{predictor.input_size[1]}",
         KEY_DEVICE: f"{predictor.device} ({predictor.precision})",
         KEY_BACKBONE_WEIGHTS: backbone_weights,
         KEY_DECODER_WEIGHTS: decoder_weights,
+        KEY_INFERENCE_PATH: path,
+        KEY_PATH_LATENCY: latency,
     }

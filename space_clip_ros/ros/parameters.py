@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from space_clip_ros.devices import device_problem
-from space_clip_ros.inference.runtime.options import BACKENDS
-from space_clip_ros.inference.runtime.predictor import PRECISIONS
+from space_clip_ros.inference.runtime.options import BACKEND_CHOICES, PRECISION_CHOICES
 from space_clip_ros.outputs.options import OPTIONS, OptionInfo, OutputOptions
 from space_clip_ros.ros.parameter_table import (
     IMAGE_TRANSPORTS,
@@ -121,21 +120,41 @@ NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         constraint_text="auto, cpu, cuda or cuda:N",
     ),
     ParameterSpec(
-        "precision", "fp32",
-        "Arithmetic precision: fp32, or fp16/bf16 autocast on CUDA (fp32 on a CPU).",
-        _MODEL, read_only=True, choices=tuple(PRECISIONS),
+        "precision", "auto",
+        "Arithmetic precision. auto: the fastest one within the depth tolerance with backend auto, else fp16 "
+        "on CUDA and fp32 on a CPU. fp16/bf16 on CUDA: the model's weights (optimize) or autocast. bf16 on a "
+        "CPU with bf16 arithmetic (AVX-512-BF16, AMX), torch backend, optimize: decoder and attention in "
+        "bf16; fp32 elsewhere.",
+        _MODEL, read_only=True, choices=PRECISION_CHOICES,
     ),
     ParameterSpec(
-        "backend", "torch",
-        "Inference engine: torch (PyTorch), onnxruntime (an exported ONNX graph; the fast CPU path) or "
-        "tensorrt (needs the tensorrt Python package).",
-        _MODEL, read_only=True, choices=tuple(BACKENDS),
+        "backend", "auto",
+        "Inference engine. auto (with optimize): on first start, measure this device's fast paths (CPU: "
+        "torch with an int8 encoder and an fp32 or bf16 decoder, onnxruntime int8 / fp32; CUDA: torch "
+        "fp16/bf16 with and without CUDA graphs, torch.compile, tensorrt when installed), keep the fastest "
+        "within the depth tolerance of docs/benchmarks.md and cache the choice (auto_cache), so a restart "
+        "does not measure again; the choice and its latency are logged and in /diagnostics. torch, "
+        "onnxruntime (an exported ONNX graph) or tensorrt (needs the tensorrt package) force one.",
+        _MODEL, read_only=True, choices=BACKEND_CHOICES,
     ),
     ParameterSpec(
-        "optimize", False,
-        "Use the backend's recommended fast path on this device (batch-norm folding, SDPA, channels-last; "
-        "on CPU with onnxruntime also an int8 encoder, within the tolerance of docs/benchmarks.md; fp16 "
-        "weights on CUDA). false: the model exactly as trained.",
+        "optimize", True,
+        "Use a fast path: batch-norm folding, SDPA, channels-last; on a CPU an int8 encoder (and bf16, see "
+        "precision), on CUDA half-precision weights; within the tolerance of docs/benchmarks.md. false: the "
+        "model exactly as trained (torch eager fp32 with backend auto).",
+        _MODEL, read_only=True,
+    ),
+    ParameterSpec(
+        "cuda_graphs", False,
+        "Torch backend on CUDA: capture the model in CUDA graphs (one per input shape) and replay them. "
+        "Backend auto measures this path by itself.",
+        _MODEL, read_only=True,
+    ),
+    ParameterSpec(
+        "auto_cache", "",
+        "JSON file where backend auto keeps its choices (per machine, model, sizes and software versions). "
+        "Empty: $SPACE_CLIP_AUTO_CACHE, else $XDG_CACHE_HOME/space_clip_ros/auto_paths.json "
+        "(~/.cache/...). Delete the file to measure again.",
         _MODEL, read_only=True,
     ),
     ParameterSpec(
@@ -284,6 +303,8 @@ class DepthNodeSettings:
     precision: str
     backend: str
     optimize: bool
+    cuda_graphs: bool
+    auto_cache: str
     exported_model: str
     image_transport: str
     qos_depth: int
