@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from space_clip_ros.cli.benchmark import main, parse_batch_sizes, parse_sizes
+from space_clip_ros.cli.benchmark import main, parse_batch_sizes, parse_size, parse_sizes
 
 STATS_KEYS = {"median_ms", "p95_ms", "mean_ms", "min_ms", "max_ms", "repeats"}
 
@@ -77,3 +77,30 @@ def test_tiny_smoke_run_writes_json(tmp_path, capsys):
 def test_bad_arguments_give_a_clear_error(capsys):
     assert main(["--tiny", "--device", "cpu", "--repeats", "0"]) == 2
     assert "--repeats must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # measures backend auto's candidates (two ONNX exports)
+def test_backend_auto_and_output_size_are_reported(tmp_path, capsys):
+    path = tmp_path / "result.json"
+    cache = tmp_path / "auto.json"
+    code = main([
+        "--tiny", "--device", "cpu", "--output-size", "80x40", "--batch-sizes", "1", "--repeats", "1",
+        "--warmup", "0", "--sizes", "64x48", "--threads", "1", "--compare", "--auto-cache", str(cache),
+        "--json", str(path),
+    ])
+    printed = capsys.readouterr().out
+    assert code == 0 and "backend auto chose: " in printed and "model only (depth 80x40)" in printed
+    report = json.loads(path.read_text())
+    assert report["model_output_size"] == [40, 80] and report["settings"]["output_size"] == [40, 80]
+    choice = report["auto_choice"]
+    assert choice["path"] in choice["candidates"] and choice["measured_now"] and choice["cache_file"] == str(cache)
+    assert choice["output_size"] == [40, 80] and cache.exists()
+    assert report["compare"]["cpu_flags"] == report["machine"]["cpu_flags"]
+    assert report["compare"]["within_tolerance"] in (True, False)
+    assert report["compare"]["tolerance"] == {"median_relative_error": 0.03, "max_abs_error_m": 0.5}
+
+
+def test_output_size_parsing():
+    assert parse_size("704x352") == (352, 704)
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_size("704x352,640x480")

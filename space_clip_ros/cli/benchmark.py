@@ -1,13 +1,18 @@
 """space-clip-benchmark: latency, throughput and memory of SPACE-CLIP inference on this machine.
 
 Sections (each timed after warm-up, repeated, median and p95 reported):
-  model   encoder, decoder and total at each batch size (depth at 640x480), images/s;
+  model   encoder, decoder and total at each batch size (depth at --output-size, 640x480 by
+          default), images/s;
   frame   the depth node's per-frame work without DDS: Image message -> array -> inference ->
           depth Image + organised PointCloud2 -> serialised bytes, per camera size;
   memory  CUDA max allocated (GPU) or resident set size (CPU) of the measured path;
   compare (--compare) a plain fp32 eager baseline of the same model, timed in alternation with
           the fast path in this process: speed ratio and depth difference.
-Prints a table and, with --json, writes everything with the machine, software and settings.
+The measured path is what the depth node would run: --backend auto (the default) measures this
+device's candidate paths once and caches the choice (inference/runtime/auto_select.py); the JSON
+and the table say which it chose and what each candidate measured.
+Prints a table and, with --json, writes everything with the machine (CPU model and flags), software
+and settings.
 Without a checkpoint the weights are random, with decoder statistics made realistic
 (space_clip_ros.inference.benchmarking.synthetic) so that depth differences are measured on metres, not zeros.
 """
@@ -39,14 +44,16 @@ from ..inference.benchmarking.timing import (
     time_interleaved,
     torch_threads,
 )
+from ..inference.runtime.auto_select import predictor_for
 from ..inference.runtime.options import (
-    BACKENDS,
+    BACKEND_CHOICES,
     COMPILE_MODES,
-    inference_options,
-    resolve_auto,
+    PRECISION_CHOICES,
     unoptimized_options,
 )
 from ..inference.runtime.predictor import DepthPredictor
+from ..inference.runtime.tolerance import DEPTH_TOLERANCE
+from ..inference.runtime.tolerance import depth_agreement as depth_agreement
 from ..model import BackboneConfig, DecoderConfig, ModelConfig, SpaceClip, load_model
 from ..model.checkpoint import CheckpointError
 from ..model.preprocess import resize_and_normalize
@@ -54,7 +61,7 @@ from .common import add_model_arguments, backbone_from_args, decoder_from_args, 
 
 logger = logging.getLogger("space-clip-benchmark")
 
-MODEL_OUTPUT_SIZE = (480, 640)  # depth size of the model section (H, W), the issue's reference
+MODEL_OUTPUT_SIZE = (480, 640)  # default depth size of the model and compare sections (H, W); --output-size
 BENCHMARK_CAMERA_FOV_DEG = 65.0  # horizontal field of view of the frame section's camera: a typical RGB-D one
 
 
@@ -73,6 +80,8 @@ class Settings:
     compile_mode: str
     cuda_graphs: bool
     threads: int | None
+    output_size: tuple[int, int] = MODEL_OUTPUT_SIZE  # (H, W) of the model and compare sections' depth
+    auto_cache: str = ""  # backend auto's cache file ("" default, see auto_select)
 
 
 # ---- argument parsing ----------------------------------------------------------------------------
@@ -87,6 +96,14 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
             raise argparse.ArgumentTypeError(f"size {item!r} is not WIDTHxHEIGHT, e.g. 640x480")
         sizes.append((int(height), int(width)))
     return tuple(sizes)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """One ``WIDTHxHEIGHT`` -> (H, W)."""
+    sizes = parse_sizes(text)
+    if len(sizes) != 1:
+        raise argparse.ArgumentTypeError(f"expected one size WIDTHxHEIGHT, got {text!r}")
+    return sizes[0]
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -104,10 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(parser)
     parser.add_argument("--tiny", action="store_true", help="tiny test backbone (width 64) for a quick smoke run")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-                        help="auto: fp16 on CUDA, fp32 on the CPU")
-    parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
-                        help="auto: the recommended backend for the device")
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                        help="auto: what backend auto measures fastest, else fp16 on CUDA and fp32 on the CPU; bf16 "
+                        "on a CPU with bf16 arithmetic: bf16 decoder and attention (torch backend)")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                        help="auto: measure this device's fast paths once (cached), keep the fastest within the depth "
+                        "tolerance; or force one")
+    parser.add_argument("--output-size", type=parse_size, default=MODEL_OUTPUT_SIZE,
+                        help="depth size WIDTHxHEIGHT of the model and compare sections and of backend auto's "
+                        "measurement (default 640x480; the issue's KITTI-like depth is 704x352)")
+    parser.add_argument("--auto-cache", default="", help="backend auto's cache file (default: $SPACE_CLIP_AUTO_CACHE, "
+                        "else $XDG_CACHE_HOME/space_clip_ros/auto_paths.json)")
     parser.add_argument("--no-optimize", action="store_true", help="measure the plain path (no fast-path re-writes)")
     parser.add_argument("--batch-sizes", type=parse_batch_sizes, default=(1, 4, 16), help="e.g. 1,4,16")
     parser.add_argument("--repeats", type=int, default=None,
@@ -128,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     device = resolve_device(args.device)
     on_cuda = device.type == "cuda"
-    precision, backend = resolve_auto(device, args.precision, args.backend)
+    precision, backend = args.precision, args.backend  # auto: resolved (or measured) by auto_select.predictor_for
     repeats = args.repeats if args.repeats is not None else (100 if on_cuda else 20)
     warmup = args.warmup if args.warmup is not None else (10 if on_cuda else 3)
     if repeats < 1 or warmup < 0:
@@ -137,7 +161,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         device=str(device), precision=precision, backend=backend, optimize=not args.no_optimize,
         batch_sizes=tuple(args.batch_sizes), repeats=repeats, warmup=warmup, sizes=tuple(args.sizes),
         tiny=args.tiny, compare=args.compare, compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs,
-        threads=args.threads,
+        threads=args.threads, output_size=tuple(args.output_size), auto_cache=args.auto_cache,
     )
 
 
@@ -189,13 +213,13 @@ def bench_model(predictor: DepthPredictor, settings: Settings, image: np.ndarray
     rows = []
     for batch in settings.batch_sizes:
         pixels = encoder_pixels(predictor, image, batch)
-        candidates = {"total": lambda p=pixels: predictor.engine.run(p, MODEL_OUTPUT_SIZE, False)}
+        candidates = {"total": lambda p=pixels: predictor.engine.run(p, settings.output_size, False)}
         if split is not None:
             encode, decode = split
             with torch.inference_mode():
                 features = encode(pixels)
             candidates["encoder"] = lambda p=pixels, run=encode: run(p)
-            candidates["decoder"] = lambda f=features, run=decode: run(f, MODEL_OUTPUT_SIZE)
+            candidates["decoder"] = lambda f=features, run=decode: run(f, settings.output_size)
         warmup, repeats = repeats_for_batch(settings, batch)
         logger.info("model section: batch %d, %d repeats", batch, repeats)
         memory.reset()
@@ -222,7 +246,8 @@ def bench_pre_and_post(predictor: DepthPredictor, settings: Settings, image: np.
     depth_map = torch.rand(1, 1, *predictor.input_size, device=predictor.device)
     candidates = {
         "preprocess": lambda: predictor.prepare_inputs(frame),
-        "final_resize": lambda: F.interpolate(depth_map, size=MODEL_OUTPUT_SIZE, mode="bilinear", align_corners=False),
+        "final_resize": lambda: F.interpolate(depth_map, size=settings.output_size, mode="bilinear",
+                                              align_corners=False),
     }
     with torch.inference_mode():
         stats = time_interleaved(candidates, settings.warmup, settings.repeats, synchronize)
@@ -278,20 +303,6 @@ def bench_frames(predictor: DepthPredictor, settings: Settings) -> list[dict]:
     return rows
 
 
-def depth_agreement(fast: torch.Tensor, reference: torch.Tensor, min_depth: float = 0.1) -> dict:
-    """Median and 99th-percentile relative error and max absolute error (metres) against the reference."""
-    fast, reference = fast.float().cpu(), reference.float().cpu()
-    valid = reference > min_depth
-    relative = ((fast - reference).abs()[valid] / reference[valid]).double()
-    return {
-        "median_relative_error": float(relative.median()),
-        "p99_relative_error": float(torch.quantile(relative, 0.99)),
-        "max_abs_error_m": float((fast - reference).abs().max()),
-        "reference_median_depth_m": float(reference[valid].median()),
-        "pixels_compared": int(valid.sum()),
-    }
-
-
 def bench_compare(
     model: SpaceClip, fast: DepthPredictor, settings: Settings, image: np.ndarray, baseline_threads: int
 ) -> dict:
@@ -305,6 +316,7 @@ def bench_compare(
         baseline = DepthPredictor(model, device=settings.device, precision="fp32", options=unoptimized_options("torch"))
     synchronize = device_synchronizer(fast.device)
     pixels = encoder_pixels(fast, image, 1)
+    size = settings.output_size
 
     def with_threads(count: int, function):
         def call(*args):
@@ -314,8 +326,8 @@ def bench_compare(
         return call
 
     candidates = {
-        "baseline_total": with_threads(baseline_threads, lambda: baseline.engine.run(pixels, MODEL_OUTPUT_SIZE, False)),
-        "fast_total": with_threads(fast_threads, lambda: fast.engine.run(pixels, MODEL_OUTPUT_SIZE, False)),
+        "baseline_total": with_threads(baseline_threads, lambda: baseline.engine.run(pixels, size, False)),
+        "fast_total": with_threads(fast_threads, lambda: fast.engine.run(pixels, size, False)),
     }
     for name, engine, threads in (("baseline", baseline.engine, baseline_threads), ("fast", fast.engine, fast_threads)):
         split = engine.split_runners() if hasattr(engine, "split_runners") else None
@@ -325,21 +337,26 @@ def bench_compare(
         with torch.inference_mode():
             features = encode(pixels)
         candidates[f"{name}_encoder"] = lambda p=pixels, run=encode: run(p)
-        candidates[f"{name}_decoder"] = lambda f=features, run=decode: run(f, MODEL_OUTPUT_SIZE)
+        candidates[f"{name}_decoder"] = lambda f=features, run=decode: run(f, size)
 
     logger.info("compare: %d alternating rounds of baseline and fast path", settings.repeats)
     with torch.inference_mode():
         stats = time_interleaved(candidates, settings.warmup, settings.repeats, synchronize)
         with torch_threads(baseline_threads):
-            reference = baseline.infer(image[None], output_size=MODEL_OUTPUT_SIZE).depth
-        fast_depth = fast.infer(image[None], output_size=MODEL_OUTPUT_SIZE).depth
+            reference = baseline.infer(image[None], output_size=size).depth
+        fast_depth = fast.infer(image[None], output_size=size).depth
+    agreement = depth_agreement(fast_depth, reference)
     return {
         "baseline": f"torch eager fp32, no re-writes, {baseline_threads} torch threads",
         "fast_torch_threads": fast_threads,
         **{name: value.to_dict() for name, value in stats.items()},
         "speedup_median": round(stats["baseline_total"].median_ms / stats["fast_total"].median_ms, 3),
         "speedup_min": round(stats["baseline_total"].min_ms / stats["fast_total"].min_ms, 3),
-        "depth_agreement": depth_agreement(fast_depth, reference),
+        "depth_agreement": agreement,
+        "tolerance": {"median_relative_error": DEPTH_TOLERANCE.median_relative,
+                      "max_abs_error_m": DEPTH_TOLERANCE.max_abs_m},
+        "cpu_flags": machine_info(fast.device)["cpu_flags"],
+        "within_tolerance": DEPTH_TOLERANCE.problem(agreement) is None,
     }
 
 
@@ -351,14 +368,16 @@ def _ms(stats: dict | None) -> str:
 
 
 def format_report(report: dict) -> str:
+    height, width = report["model_output_size"]
     lines = [
         f"SPACE-CLIP benchmark - {report['predictor']}",
         f"machine: {report['machine']['cpu_model']}, {report['machine']['physical_cores']} cores"
         + (f", GPU {report['machine']['gpu']['name']}" if report["machine"]["gpu"] else "")
         + f"; load average at start {report['machine']['load_average_at_start']}, "
-        f"at end {report['machine']['load_average_1_5_15']}",
+        f"at end {report['machine']['load_average_1_5_15']}; CPU flags {' '.join(report['machine']['cpu_flags'])}",
+        *([f"backend auto chose: {report['auto_choice']['description']}"] if report.get("auto_choice") else []),
         "",
-        f"model only (depth {MODEL_OUTPUT_SIZE[1]}x{MODEL_OUTPUT_SIZE[0]}), ms: median p95",
+        f"model only (depth {width}x{height}), ms: median p95",
         f"{'batch':>5} | {'encoder':^17} | {'decoder':^17} | {'total':^17} | images/s",
     ]
     for row in report["model_latency"]:
@@ -369,7 +388,7 @@ def format_report(report: dict) -> str:
     around = report["around_model"]
     lines.append(
         f"around the model (batch 1): preprocess 640x480 frame {around['preprocess']['median_ms']:.2f} ms, "
-        f"final depth resize to 640x480 {around['final_resize']['median_ms']:.2f} ms (inside 'decoder')"
+        f"final depth resize to {width}x{height} {around['final_resize']['median_ms']:.2f} ms (inside 'decoder')"
     )
     if report["frame_latency"]:
         lines += ["", "node per-frame path (Image msg -> depth Image + PointCloud2, serialised), ms: median p95"]
@@ -394,9 +413,22 @@ def format_report(report: dict) -> str:
             f"(by minimum {compare['speedup_min']:.2f}x)",
             f"depth vs baseline: median relative error {agreement['median_relative_error']:.2e}, "
             f"p99 {agreement['p99_relative_error']:.2e}, max abs error {agreement['max_abs_error_m']:.3f} m "
-            f"(reference median depth {agreement['reference_median_depth_m']:.2f} m)",
+            f"(reference median depth {agreement['reference_median_depth_m']:.2f} m): "
+            + ("within" if compare["within_tolerance"] else "OUTSIDE")
+            + f" the tolerance (median <= {compare['tolerance']['median_relative_error']:.0%}, "
+            f"max abs <= {compare['tolerance']['max_abs_error_m']} m)",
         ]
     return "\n".join(lines)
+
+
+def auto_choice_report(predictor: DepthPredictor) -> dict | None:
+    """What backend auto chose (None when a backend was named): path, latency, every candidate's outcome."""
+    choice = predictor.auto_choice
+    if choice is None:
+        return None
+    return {"path": choice.name, "latency_ms": choice.latency_ms, "measured_now": choice.measured_now,
+            "measured_at": choice.measured_at, "candidates": choice.candidates, "cache_file": choice.cache_file,
+            "output_size": list(choice.output_size), "description": choice.describe()}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -409,10 +441,10 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(settings.threads)  # the baseline and torch pre/post-processing too
     baseline_threads = torch.get_num_threads()  # before the fast path's options change it
     memory = MemoryProbe(device)
-    predictor = DepthPredictor(
-        model, device=settings.device, precision=settings.precision, record=record,
-        options=inference_options(settings.backend, device, settings.optimize, compile_mode=settings.compile_mode,
-                                  cuda_graphs=settings.cuda_graphs, threads=settings.threads),
+    predictor = predictor_for(
+        model, record, device=settings.device, precision=settings.precision, backend=settings.backend,
+        optimize=settings.optimize, compile_mode=settings.compile_mode, cuda_graphs=settings.cuda_graphs,
+        threads=settings.threads, output_size=settings.output_size, cache_path=settings.auto_cache,
     )
     logger.info("measuring %s", predictor.describe())
     model_rows = bench_model(predictor, settings, probe_image, memory)
@@ -432,7 +464,8 @@ def run(args: argparse.Namespace) -> dict:
         "weights": weights,
         "predictor": predictor.describe(),
         "parameters": model.parameter_counts()["total"],
-        "model_output_size": list(MODEL_OUTPUT_SIZE),
+        "model_output_size": list(settings.output_size),
+        "auto_choice": auto_choice_report(predictor),
         "model_latency": model_rows,
         "around_model": around_model,
         "frame_latency": frame_rows,
