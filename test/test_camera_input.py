@@ -183,3 +183,20 @@ def test_frames_of_different_sizes_share_one_pass_and_each_gets_its_own_size(pro
     # Same output size: one resize inside the decoder, as for a single frame.
     same = frames.predict([front, front], [OutputOptions(), OutputOptions()])
     np.testing.assert_allclose(same[1].depth.numpy(), predictor.predict(front), rtol=1e-5, atol=1e-5)
+
+
+def test_benchmark_cameras_section_runs_the_nodes_batched_path(processor):
+    """space-clip-benchmark --cameras: the same frames batched and one by one, and the memory figures."""
+    from space_clip_ros.cli.benchmark_cameras import bench_cameras, format_cameras, make_cameras, run_batched
+
+    _, predictor = processor
+    cameras = make_cameras(3, (48, 64))
+    assert all(camera.frame().calibration is not None for camera in cameras)
+    assert run_batched(DepthFrameProcessor(predictor), cameras) > 0  # bytes serialised
+    row = bench_cameras(predictor, 3, (48, 64), warmup=0, repeats=1)
+    assert row["cameras"] == 3 and row["size"] == "64x48"
+    assert row["frames_per_s_batched"] > 0 and row["frames_per_s_one_by_one"] > 0 and row["speedup_batched"] > 0
+    assert row["memory"]["rss_3_cameras_mb"] > 0 and row["memory"]["ratio"] > 0
+    assert "batched is" in "\n".join(format_cameras(row))
+    with pytest.raises(ValueError, match="at least 2"):
+        bench_cameras(predictor, 1, (48, 64), warmup=0, repeats=1)

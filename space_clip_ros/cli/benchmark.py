@@ -7,7 +7,9 @@ Sections (each timed after warm-up, repeated, median and p95 reported):
           depth Image + organised PointCloud2 -> serialised bytes, per camera size;
   memory  CUDA max allocated (GPU) or resident set size (CPU) of the measured path;
   compare (--compare) a plain fp32 eager baseline of the same model, timed in alternation with
-          the fast path in this process: speed ratio and depth difference.
+          the fast path in this process: speed ratio and depth difference;
+  cameras (--cameras N) N cameras on one model as the depth node runs them: N frames in one
+          batched pass vs one by one (frames/s), resident memory with N cameras vs one; runs first.
 The measured path is what the depth node would run: --backend auto (the default) measures this
 device's candidate paths once and caches the choice (inference/runtime/auto_select.py); the JSON
 and the table say which it chose and what each candidate measured.
@@ -82,6 +84,7 @@ class Settings:
     threads: int | None
     output_size: tuple[int, int] = MODEL_OUTPUT_SIZE  # (H, W) of the model and compare sections' depth
     auto_cache: str = ""  # backend auto's cache file ("" default, see auto_select)
+    cameras: int = 0  # --cameras: the cameras section's camera count (0: no such section)
 
 
 # ---- argument parsing ----------------------------------------------------------------------------
@@ -145,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cuda-graphs", action="store_true", help="torch backend on CUDA: capture CUDA graphs")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of every backend, the --compare baseline included (default: physical cores)")
+    parser.add_argument("--cameras", type=int, default=0,
+                        help="also measure N cameras on one model (N frames batched vs one by one, memory vs one "
+                             "camera) at the first --sizes size, before the other sections")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     return parser
 
@@ -161,7 +167,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         device=str(device), precision=precision, backend=backend, optimize=not args.no_optimize,
         batch_sizes=tuple(args.batch_sizes), repeats=repeats, warmup=warmup, sizes=tuple(args.sizes),
         tiny=args.tiny, compare=args.compare, compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs,
-        threads=args.threads, output_size=tuple(args.output_size), auto_cache=args.auto_cache,
+        threads=args.threads, output_size=tuple(args.output_size), auto_cache=args.auto_cache, cameras=args.cameras,
     )
 
 
@@ -399,6 +405,10 @@ def format_report(report: dict) -> str:
     for row in report["model_latency"]:
         lines.append(f"memory, batch {row['batch']}: " + ", ".join(f"{k} {v}" for k, v in row["memory"].items()))
     lines.append("memory, frame path: " + ", ".join(f"{k} {v}" for k, v in report["memory"]["frame_path"].items()))
+    if report.get("cameras"):
+        from .benchmark_cameras import format_cameras
+
+        lines += ["", *format_cameras(report["cameras"])]
     compare = report.get("compare")
     if compare:
         agreement = compare["depth_agreement"]
@@ -447,6 +457,13 @@ def run(args: argparse.Namespace) -> dict:
         threads=settings.threads, output_size=settings.output_size, cache_path=settings.auto_cache,
     )
     logger.info("measuring %s", predictor.describe())
+    cameras = None
+    if settings.cameras:  # first: no bigger batch has grown the process yet
+        from .benchmark_cameras import bench_cameras
+
+        warmup, repeats = repeats_for_batch(settings, settings.cameras)
+        cameras = bench_cameras(predictor, settings.cameras, (settings.sizes or (MODEL_OUTPUT_SIZE,))[0], warmup,
+                                repeats, log=logger.info)
     model_rows = bench_model(predictor, settings, probe_image, memory)
     around_model = bench_pre_and_post(predictor, settings, probe_image)
     memory.reset()
@@ -471,6 +488,7 @@ def run(args: argparse.Namespace) -> dict:
         "frame_latency": frame_rows,
         "memory": memory_used,
         "compare": compare,
+        "cameras": cameras,
     }
     report["software"]["torch_threads"] = fast_torch_threads
     report["machine"]["load_average_at_start"] = load_at_start
