@@ -35,7 +35,7 @@ TABLES = ("confidence", "flying", "scale", "jitter", "costs")
 #: depends on the resolution; the decoders predict at any size).
 CAMERA_SIZES = {"indoor": (320, 240), "street": (640, 194)}
 #: Sizes of the docs pictures (small files).
-PICTURE_SIZES = {"indoor": (256, 192), "street": (448, 136)}
+PICTURE_SIZES = {"indoor": (224, 168), "street": (416, 126)}
 
 
 def _cpu() -> str:
@@ -134,6 +134,7 @@ def scale_table(predictors: dict, frames_per_scene: int) -> str:
                 for row in quality.scale_recovery_report(items, low, high, kind, anchor, wrong_scales=(0.7, 1.0, 1.4)):
                     rows.append([f"{kind}, {source}", anchor, f"{row.wrong_scale:g}", f"{row.abs_rel_correct:.4f}",
                                  f"{row.abs_rel_wrong:.4f}", f"{row.abs_rel_corrected:.4f}",
+                                 "n/a" if math.isnan(row.relative_difference) else
                                  f"{100 * row.relative_difference:+.1f} %", f"{row.fitted_frames}/{row.frames}"])
     return _table(["scenes, depth", "scale_anchor", "depth x", "AbsRel as predicted", "AbsRel scaled",
                    "AbsRel scaled, anchored", "anchored vs as predicted", "frames with a fit"], rows)
@@ -176,20 +177,13 @@ def write_pictures(predictors: dict, folder: Path) -> list[Path]:
     save("confidence_street.png", pictures.confidence_picture(
         street.rgb, street.depth, street.confidence, 0.0, 60.0, ground_truth=street.exact,
         caption="demo decoder on a held-out synthetic street: low confidence where the error is high"))
-    save("confidence_indoor.png", pictures.confidence_picture(
-        indoor.rgb, indoor.depth, indoor.confidence, 0.0, 10.0, ground_truth=indoor.exact,
-        caption="demo decoder on a held-out synthetic room: a weaker signal (see the table)"))
     smeared = quality.smear_depth_edges(indoor.exact, 4, fill_depth=15.0)
     save("flying_pixels.png", pictures.flying_pixels_picture(
         indoor.rgb, smeared, indoor.intrinsics, 0.04, 0.1, 10.0, view_size=PICTURE_SIZES["indoor"],
         caption="exact depth smeared at its edges as a network smears them; the filter takes the veils out"))
-    low, high = quality._depth_range(predictors["indoor"], "indoor")  # noqa: SLF001
-    save("flying_pixels_decoder.png", pictures.flying_pixels_picture(
-        indoor.rgb, indoor.depth, indoor.intrinsics, 0.04, low, high, view_size=PICTURE_SIZES["indoor"],
-        caption="the demo decoder's own cloud of the same frame, before and after"))
     save("rep117.png", pictures.rep117_picture(
-        street.rgb, street.depth, 3.0, 30.0, caption="min_depth 3 m, max_depth 30 m: the sky and the far road "
-        "become +Inf (free space to 30 m), the near road -Inf"))
+        street.rgb, street.depth, 3.0, 30.0, caption="min_depth 3 m, max_depth 30 m: farther than 30 m "
+        "become +Inf (free space up to 30 m), nearer than 3 m -Inf; NaN only where no estimate"))
     plane = scale_from_ground_plane(street.depth * np.float32(0.7), street.intrinsics, street.camera_height)
     save("ground_plane.png", pictures.ground_plane_picture(
         street.rgb, street.depth * np.float32(0.7), street.intrinsics, plane,
@@ -207,13 +201,43 @@ def _median_ms(run, repeats: int) -> float:
     return 1000.0 * float(np.median(times))
 
 
+def _decoder_macs(model, features, size, aux_heads) -> int:
+    """Multiply-accumulates of the decoder's convolutions and linear layers for one frame (hooks)."""
+    import torch
+
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        kernel = module.kernel_size[0] * module.kernel_size[1] if hasattr(module, "kernel_size") else 1
+        if isinstance(module, torch.nn.ConvTranspose2d):
+            total += inputs[0].numel() * module.out_channels * kernel
+        elif isinstance(module, torch.nn.Conv2d):
+            total += output.numel() * module.in_channels // module.groups * kernel
+        elif isinstance(module, torch.nn.Linear):
+            total += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in model.decoder.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))]
+    try:
+        with torch.inference_mode():
+            model.decode(features, size, aux_heads=aux_heads)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
 def costs_table(repeats: int) -> str:
+    import os
+
     import torch
     from std_msgs.msg import Header
 
     from space_clip_ros.data.synthetic import NYU_INTRINSICS, SceneConfig, make_scene, render, trajectory
     from space_clip_ros.inference.runtime.predictor import DepthPredictor
     from space_clip_ros.model import ModelConfig, create_model
+    from space_clip_ros.model.confidence import RELEASE_AUX_WEIGHTS, aux_agreement_confidence
     from space_clip_ros.msgs import camera_info_from_intrinsics
     from space_clip_ros.outputs.anchoring import DepthScaleAnchor
     from space_clip_ros.outputs.builder import DepthOutputBuilder
@@ -221,19 +245,52 @@ def costs_table(repeats: int) -> str:
     from space_clip_ros.outputs.options import OutputOptions
 
     torch.manual_seed(0)
-    predictor = DepthPredictor(create_model(ModelConfig()), device="cpu")
+    model = create_model(ModelConfig()).eval()
+    predictor = DepthPredictor(model, device="cpu")
     scene = make_scene(SceneConfig(kind="indoor", seed=quality.HELD_OUT_SEEDS[0]))
     rgb, exact = render(scene, trajectory(scene, 3)[1], NYU_INTRINSICS)
     batch = rgb[None]
+    size = rgb.shape[:2]
+    heads = (0, 1)
     rows = []
-    plain = _median_ms(lambda: predictor.infer(batch), repeats)
-    with_confidence = _median_ms(lambda: predictor.infer(batch, with_confidence=True), repeats)
-    rows.append(["model, ViT-B/16 + reference decoder, 640x480 depth", f"{plain:.0f}", "-"])
-    rows.append(["model with the confidence map (aux heads 0, 1 + formula)", f"{with_confidence:.0f}",
-                 f"{with_confidence - plain:+.1f} ms ({100 * (with_confidence / plain - 1):+.1f} %)"])
+    with torch.inference_mode():
+        features = model.forward_features(predictor.prepare_inputs(batch))
+    plain_macs = _decoder_macs(model, features, size, None)
+    aux_macs = _decoder_macs(model, features, size, heads) - plain_macs
+    rows.append(["decoder multiply-accumulates (reference decoder, 640x480)", f"{plain_macs / 1e9:.2f} G",
+                 f"+{aux_macs / 1e9:.3f} G for aux heads 0, 1 ({100 * aux_macs / plain_macs:.1f} %)"])
+
+    # Decoder alone, with and without the confidence, interleaved so that a load change hits both.
+    def decode_plain():
+        with torch.inference_mode():
+            return model.decode(features, size).depth
+
+    def decode_confidence():
+        with torch.inference_mode():
+            out = model.decode(features, size, aux_heads=heads)
+            return aux_agreement_confidence(out.depth[:, 0], [a[:, 0] for a in out.aux], RELEASE_AUX_WEIGHTS[:2])
+
+    decode_plain(), decode_confidence()
+    plain, with_conf, differences = [], [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        decode_plain()
+        middle = time.perf_counter()
+        decode_confidence()
+        done = time.perf_counter()
+        plain.append(middle - started)
+        with_conf.append(done - middle)
+        differences.append((done - middle) - (middle - started))
+    rows.append(["decoder, 640x480 depth (interleaved runs)", f"{1000 * np.median(plain):.0f}",
+                 f"with confidence {1000 * np.median(with_conf):.0f} ms: median difference "
+                 f"{1000 * np.median(differences):+.1f} ms"])
+    whole = _median_ms(lambda: predictor.infer(batch), max(3, repeats // 3))
+    rows.append(["whole model (ViT-B/16 + decoder), 640x480 depth", f"{whole:.0f}", "-"])
+
     prediction = predictor.infer(batch, with_confidence=True)
-    depth, confidence = prediction.depth[0].numpy(), prediction.confidence[0].numpy()
-    depth = exact.astype(np.float32) + np.float32(0.01) * depth  # realistic structure, positive everywhere
+    confidence = prediction.confidence[0].numpy()
+    depth = exact.astype(np.float32) * np.float32(1.05)  # the scene's structure, positive everywhere
+    depth[depth <= 0] = 12.0
     header = Header(frame_id="camera")
     calibration = CameraCalibration.from_msg(camera_info_from_intrinsics(NYU_INTRINSICS, header))
     builder = DepthOutputBuilder(None)
@@ -255,7 +312,8 @@ def costs_table(repeats: int) -> str:
     ]:
         cost = _median_ms(build(**changes), repeats)
         rows.append([label, f"{cost:.1f}", f"{cost - base:+.1f} ms"])
-    return _table(["step (640x480, torch on the CPU)", "median ms", "added"], rows)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return _table(["step (640x480, torch on the CPU)", "median ms", "added"], rows) + f"\n\nload average: {load}"
 
 
 def main(argv: list[str] | None = None) -> int:

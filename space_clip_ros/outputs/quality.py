@@ -518,8 +518,8 @@ class ScaleRecoveryRow:
 
     @property
     def relative_difference(self) -> float:
-        """abs_rel_corrected / abs_rel_correct - 1 (the issue's bound: within +-10 %)."""
-        return self.abs_rel_corrected / self.abs_rel_correct - 1.0
+        """abs_rel_corrected / abs_rel_correct - 1 (the issue's bound: within +-10 %); NaN for exact depth."""
+        return self.abs_rel_corrected / self.abs_rel_correct - 1.0 if self.abs_rel_correct > 0 else math.nan
 
 
 def scale_recovery_report(
