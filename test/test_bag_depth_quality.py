@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
-from rosbags.rosbag2 import StoragePlugin, Writer
 from ros_helpers import make_tiny_checkpoint
+from rosbags.rosbag2 import StoragePlugin, Writer
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Float32MultiArray, Header
-from test_bag_tool import CAMERA, FRAME_ID, START_NS, TYPESTORE, _frame, _stamp, read_bag, run_tool, write_camera_bag
+from test_bag_tool import CAMERA, FRAME_ID, START_NS, TYPESTORE, _frame, _stamp, read_bag, write_camera_bag
+from test_bag_tool import run_tool as run_bag_tool
 
 from space_clip_ros.cli import bag as bag_cli
 from space_clip_ros.inference.runtime.predictor import DepthPredictor
@@ -25,6 +26,11 @@ from space_clip_ros.outputs.flying_pixels import flying_pixel_mask
 
 IMAGE_TOPIC = "/camera/color/image_raw"
 NS = "/camera/color"
+
+
+def run_tool(*args: object) -> int:
+    """The bag tool on the exact model (--no-optimize), which the ``predictor`` fixture runs too."""
+    return run_bag_tool(*args, "--no-optimize")
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +196,8 @@ def test_embeddings_stamped_and_unstamped_and_colour_pictures(tmp_path, checkpoi
         expected = predictor.infer(_frame(index)[None], with_embedding=True).embedding[0].numpy()
         assert (vector.encoding, vector.height, vector.width) == ("32FC1", 1, expected.size)
         np.testing.assert_allclose(np.frombuffer(bytes(vector.data), "<f4"), expected, rtol=1e-5)
-        np.testing.assert_array_equal(np.asarray(array.data, dtype=np.float32), np.frombuffer(bytes(vector.data), "<f4"))
+        np.testing.assert_array_equal(np.asarray(array.data, dtype=np.float32),
+                                      np.frombuffer(bytes(vector.data), "<f4"))
         assert colored[index].encoding == "bgr8" and colored[index].header.stamp == _stamp(index)
     out = capsys.readouterr().out
     assert f"2 -> {NS}/clip/image_embedding_stamped" in out and f"2 -> {NS}/depth/colored" in out

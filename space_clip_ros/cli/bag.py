@@ -16,24 +16,35 @@ asked for, the depth node's other outputs (depth/confidence, depth/colored,
 clip/image_embedding_stamped and clip/image_embedding) under the image's namespace. The output
 flags are the node's output parameters of the same names (docs/ros_node.md).
 
-Exit status: 0 done; 1 the model could not be loaded; 2 bad arguments, topics or paths;
-3 the input bag is damaged (OUT holds everything read before the damage).
+Many bags: IN is a folder of bags or a text file listing them (one path per line), OUT a folder
+that gets one output bag per input (OUT/<name>). Under torchrun the processes split the bags
+between them (one process per GPU, or per share of the CPU cores); a rerun skips the bags already
+finished and redoes those an interrupted run left half written (bags/fleet.py):
+  space-clip-bag recordings/ out/ --image-topic /camera/color/image_raw --checkpoint best
+  torchrun --nproc-per-node 4 -m space_clip_ros.cli.bag recordings/ out/ --image-topic /cam/image
+
+Exit status: 0 done; 1 the model could not be loaded; 2 bad arguments, topics or paths (many bags:
+a bag failed); 3 the input bag is damaged (OUT holds everything read before the damage).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
+    add_inference_arguments,
     add_model_arguments,
     add_output_arguments,
-    backbone_from_args,
     output_values,
+    predictor_from_args,
     setup_logging,
     tool_parser,
 )
@@ -49,8 +60,10 @@ logger = logging.getLogger("space_clip_ros.bag")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = tool_parser("space-clip-bag", __doc__)
-    parser.add_argument("input", metavar="IN", help="input bag directory or .mcap / .db3 file")
-    parser.add_argument("output", metavar="OUT", help="output bag directory (must not exist unless --overwrite)")
+    parser.add_argument("input", metavar="IN", help="input bag directory or .mcap / .db3 file; or a folder of bags, "
+                        "or a text file listing bags, one per line")
+    parser.add_argument("output", metavar="OUT", help="output bag directory (must not exist unless --overwrite); for "
+                        "many bags the folder of output bags")
     topics = parser.add_argument_group("topics")
     topics.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
     topics.add_argument("--camera-info-topic", help="its CameraInfo (default: <namespace>/camera_info if present)")
@@ -62,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "sparse_points (default: <namespace>/anchor_points)")
     add_model_arguments(parser)
     run = parser.add_argument_group("inference")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_inference_arguments(run)
     run.add_argument("--batch-size", type=int, default=4, help="images per model call (default: 4)")
     output = parser.add_argument_group("outputs (the depth node's parameters of the same names)")
     add_output_arguments(output)
@@ -100,14 +113,15 @@ def main(argv: list[str] | None = None) -> int:
 
     # torch (through the predictor and the bag pipeline) is imported after argument errors are reported.
     from ..bags.bag_depth import BagDepthError, add_depth_to_bag
+    from ..bags.fleet import is_fleet_input
     from ..bags.reading import BagOpenError
     from ..bags.writing import BagWriteError
-    from ..inference.runtime.predictor import DepthPredictor
     from ..model import CheckpointError
 
+    if is_fleet_input(Path(args.input)):
+        return run_many(args)
     try:
-        predictor = DepthPredictor.from_checkpoint(args.checkpoint, backbone=backbone_from_args(args),
-                                                   device=args.device)
+        predictor = predictor_from_args(args, torch_only=needs_torch(args))
     except (CheckpointError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"space-clip-bag: error: cannot load the model: {exc}", file=sys.stderr)
         return EXIT_MODEL
@@ -128,6 +142,88 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_DAMAGED_INPUT
     return EXIT_OK
+
+
+def needs_torch(args: argparse.Namespace) -> bool:
+    """Whether the outputs asked for need the torch backend (the confidence map runs auxiliary heads)."""
+    values = output_values(args)
+    return bool(values.get("publish_confidence") or (values.get("points_min_confidence") or 0.0) > 0)
+
+
+def run_many(args: argparse.Namespace) -> int:
+    """Many bags (IN a folder or a list): this process's share of them (bags/fleet.py)."""
+    import torch
+
+    from ..bags.bag_depth import BagDepthError, add_depth_to_bag
+    from ..bags.fleet import (
+        SUMMARY_FILE,
+        BagResult,
+        FleetError,
+        FleetRank,
+        RankReport,
+        assign,
+        can_gather_with_torch_distributed,
+        clear_rank_report,
+        combined_summary,
+        combined_summary_lines,
+        device_and_threads,
+        find_bags,
+        gather_reports,
+        gather_with_torch_distributed,
+        output_name,
+        rank_summary_lines,
+        run_id,
+        run_rank,
+        write_rank_report,
+    )
+    from ..bags.reading import BagOpenError
+    from ..bags.writing import BagWriteError
+    from ..fileio import atomic_write_text
+    from ..inference.runtime.options import physical_cores
+    from ..model import CheckpointError
+
+    try:
+        fleet = FleetRank.from_env()
+        mine = assign(find_bags(args.input), fleet.world_size)[fleet.rank]
+    except FleetError as exc:
+        print(f"space-clip-bag: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    output_dir, run = Path(args.output), run_id()
+    clear_rank_report(output_dir, run, fleet.rank)
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device, threads = device_and_threads(args.device, fleet, cuda_devices, physical_cores())
+    if threads is not None:
+        torch.set_num_threads(threads)
+    report = RankReport(fleet.rank, fleet.world_size, device)
+    if mine:
+        try:
+            predictor = predictor_from_args(args, device=device, threads=threads, torch_only=needs_torch(args))
+        except (CheckpointError, ValueError, FileNotFoundError, RuntimeError) as exc:
+            print(f"space-clip-bag: error: rank {fleet.rank}: cannot load the model: {exc}", file=sys.stderr)
+            report.bags = [BagResult(str(bag), str(output_dir / output_name(bag)), "failed", error=f"model: {exc}")
+                           for bag in mine]
+            write_rank_report(output_dir, run, report)
+            if can_gather_with_torch_distributed(fleet):
+                gather_with_torch_distributed(report, fleet)  # the others wait for this rank's report
+            return EXIT_MODEL
+        logger.info("rank %d/%d: %d bag(s), %s", fleet.rank, fleet.world_size, len(mine), predictor.describe())
+        options = dataclasses.replace(options_from_args(args), overwrite=True, progress=False)
+        report = run_rank(mine, output_dir, lambda bag, out: add_depth_to_bag(bag, out, predictor, options), fleet,
+                          device=str(predictor.device), progress=not args.no_progress,
+                          errors=(BagDepthError, BagOpenError, BagWriteError))
+    write_rank_report(output_dir, run, report)
+    print("\n".join(rank_summary_lines(report)))
+    if can_gather_with_torch_distributed(fleet):
+        reports = gather_with_torch_distributed(report, fleet)
+    elif fleet.rank == 0:
+        reports = gather_reports(output_dir, run, fleet.world_size)
+    if fleet.rank == 0:
+        summary = combined_summary(reports)
+        atomic_write_text(output_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        print("\n".join(combined_summary_lines(summary)))
+    if report.count("failed"):
+        return EXIT_USAGE
+    return EXIT_DAMAGED_INPUT if report.count("damaged") else EXIT_OK
 
 
 if __name__ == "__main__":
