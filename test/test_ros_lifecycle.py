@@ -44,7 +44,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from space_clip_ros.msgs import image_msg_to_depth, pointcloud2_to_xyz_grid
 from space_clip_ros.ros import diagnostics as diag
 
-pytestmark = [pytest.mark.ros, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(600), pytest.mark.slow]  # a node process over DDS per module
 
 HEIGHT, WIDTH = 64, 96
 FRAME_ID = "camera_color_optical_frame"

@@ -54,7 +54,7 @@ from space_clip_ros.msgs.undistort import Undistorter
 from space_clip_ros.outputs.topics import OUTPUT_TOPICS
 from space_clip_ros.ros import diagnostics as diag
 
-pytestmark = [pytest.mark.ros, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(600), pytest.mark.slow]  # a node process over DDS per module
 
 FRAME_ID = "optical_frame"
 MIN_DEPTH, MAX_DEPTH = 0.1, 3.0
