@@ -1,4 +1,5 @@
-"""Message <-> array conversion: images, depth (REP 118), CameraInfo scaling, point clouds.
+"""Message <-> array conversion: images, depth (REP 118), CameraInfo scaling and lookup by stamp,
+lens undistortion, point clouds.
 
 Plain functions over sensor_msgs message classes and numpy arrays; nothing here needs rclpy.
 The builders that turn depth maps into clouds are ``outputs.cloud`` and ``outputs.device_cloud``.
@@ -10,6 +11,7 @@ from space_clip_ros.msgs.camera_info import (
     camera_info_from_intrinsics,
     scale_camera_info,
 )
+from space_clip_ros.msgs.camera_info_history import CameraInfoHistory, CameraInfoMatch, format_stamp
 from space_clip_ros.msgs.image import (
     COLORMAP_NAMES,
     COMPRESSED_FORMATS,
@@ -36,6 +38,12 @@ from space_clip_ros.msgs.pointcloud import (
     pointcloud2_to_xyz,
     pointcloud2_to_xyz_grid,
 )
+from space_clip_ros.msgs.undistort import (
+    SUPPORTED_DISTORTION_MODELS,
+    Undistorter,
+    UndistorterCache,
+    needs_undistortion,
+)
 
 __all__ = [
     "COLORMAP_NAMES",
@@ -43,19 +51,26 @@ __all__ = [
     "DEPTH_ENCODINGS",
     "OUTPUT_COLOUR_ENCODINGS",
     "SUPPORTED_COLOUR_ENCODINGS",
+    "SUPPORTED_DISTORTION_MODELS",
     "XYZRGB_POINT_STEP",
     "XYZ_POINT_STEP",
     "CameraInfoError",
+    "CameraInfoHistory",
+    "CameraInfoMatch",
     "CameraIntrinsics",
     "ImageConversionError",
     "PointCloudError",
+    "Undistorter",
+    "UndistorterCache",
     "backproject_depth",
     "camera_info_from_intrinsics",
     "colorize_depth",
     "compressed_msg_to_rgb",
     "depth_to_image_msg",
+    "format_stamp",
     "image_msg_to_depth",
     "image_msg_to_rgb",
+    "needs_undistortion",
     "point_fields",
     "pointcloud2_to_rgb",
     "pointcloud2_to_xyz",
