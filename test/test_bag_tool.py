@@ -136,6 +136,7 @@ def run_tool(input_path: Path, output_path: Path, checkpoint: Path, *extra: str)
                          "--device", "cpu", "--no-progress", *extra])
 
 
+@pytest.mark.slow  # runs space-clip-bag with a model
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_bag_gets_depth_and_keeps_originals(tmp_path, tiny_checkpoint, storage):
     source = tmp_path / "in"
@@ -182,6 +183,7 @@ def test_bag_gets_depth_and_keeps_originals(tmp_path, tiny_checkpoint, storage):
         assert np.allclose(z[np.isfinite(z)], values[np.isfinite(values)])
 
 
+@pytest.mark.slow  # runs space-clip-bag with a model
 def test_compressed_image_topic(tmp_path, tiny_checkpoint):
     source = tmp_path / "in"
     original = write_camera_bag(source, "mcap", frames=3, compressed=True)
@@ -211,6 +213,7 @@ def test_message_compression_is_kept(tmp_path, tiny_checkpoint):
     assert len(messages["/camera/color/points"]) == 2
 
 
+@pytest.mark.slow  # runs space-clip-bag with a model
 def test_an_undecodable_image_is_skipped_and_still_copied(tmp_path, tiny_checkpoint, capsys):
     source = tmp_path / "in"
     original = write_camera_bag(source, "mcap", frames=3, garbage_image=1)
@@ -223,6 +226,7 @@ def test_an_undecodable_image_is_skipped_and_still_copied(tmp_path, tiny_checkpo
     assert [t for t, _ in messages["/camera/color/depth/image"]] == [image_times[0], image_times[2]]
 
 
+@pytest.mark.slow  # runs space-clip-bag with a model
 def test_without_camera_info_writes_depth_only(tmp_path, tiny_checkpoint, capsys):
     source = tmp_path / "in"
     write_camera_bag(source, "mcap", frames=2, camera_info=False)
@@ -270,6 +274,7 @@ def test_truncated_bag_is_reported_and_partial_output_kept(tmp_path, tiny_checkp
     assert [t for t, _ in messages["/camera/color/depth/image"]] == [t for t, _ in images]
 
 
+@pytest.mark.slow  # runs space-clip-bag with a model
 def test_missing_topic_lists_the_image_topics(tmp_path, tiny_checkpoint, capsys):
     source = tmp_path / "in"
     write_camera_bag(source, "mcap", frames=1)
@@ -280,6 +285,7 @@ def test_missing_topic_lists_the_image_topics(tmp_path, tiny_checkpoint, capsys)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # runs space-clip-bag with a model
 def test_existing_output_topic_is_refused(tmp_path, tiny_checkpoint, capsys):
     source = tmp_path / "in"
     write_camera_bag(source, "mcap", frames=1)
@@ -289,6 +295,7 @@ def test_existing_output_topic_is_refused(tmp_path, tiny_checkpoint, capsys):
     assert "already exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # runs space-clip-bag with a model
 def test_single_mcap_file_without_metadata_is_read(tmp_path, tiny_checkpoint):
     source = tmp_path / "in"
     original = write_camera_bag(source, "mcap", frames=2)
