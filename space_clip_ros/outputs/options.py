@@ -75,6 +75,25 @@ class OptionInfo:
     flag_default_text: str = ""
 
 
+def range_problem(
+    name: str,
+    value: Any,
+    min_value: int | float | None = None,
+    max_value: int | float | None = None,
+    choices: tuple[str, ...] = (),
+) -> str | None:
+    """Why ``value`` of ``name`` is outside [min_value, max_value] or not one of ``choices``, or None:
+    the one wording of these rules, for the output options and every node parameter
+    (``ros.parameter_table.ParameterSpec.check``)."""
+    if min_value is not None and value < min_value:
+        return f"{name} must be >= {min_value}, got {value}"
+    if max_value is not None and value > max_value:
+        return f"{name} must be <= {max_value}, got {value}"
+    if choices and value not in choices:
+        return f"{name} must be one of {', '.join(choices)}; got '{value}'"
+    return None
+
+
 def _option(default: OptionValue, description: str, group: str, **info: Any) -> Any:
     """A dataclass field carrying what :data:`OPTIONS` makes its :class:`OptionInfo` of."""
     return field(default=default, metadata={"option": (description, group, info)})
@@ -253,13 +272,9 @@ class OutputOptions:
         """Why these options cannot be used, or None: each value's range or choices, then the rules
         between options (the ``constraint_text`` of their :class:`OptionInfo`)."""
         for info in OPTIONS:
-            value = getattr(self, info.name)
-            if info.min_value is not None and value < info.min_value:
-                return f"{info.name} must be >= {info.min_value}, got {value}"
-            if info.max_value is not None and value > info.max_value:
-                return f"{info.name} must be <= {info.max_value}, got {value}"
-            if info.choices and value not in info.choices:
-                return f"{info.name} must be one of {', '.join(info.choices)}; got '{value}'"
+            reason = range_problem(info.name, getattr(self, info.name), info.min_value, info.max_value, info.choices)
+            if reason is not None:
+                return reason
         if not self.min_depth < self.max_depth:
             return f"min_depth ({self.min_depth}) must be smaller than max_depth ({self.max_depth})"
         if (self.output_width == 0) != (self.output_height == 0):

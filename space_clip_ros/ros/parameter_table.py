@@ -6,7 +6,9 @@ describe`` shows), the check of a value (type, range, choices, extra rule) and t
 of the docs. The depth node's table is :mod:`space_clip_ros.ros.parameters`, the camera
 simulator's is in :mod:`space_clip_ros.ros.camera_simulator`.
 
-No rclpy and no torch here (only message types), so a light node can use it.
+No rclpy and no torch here (only message types), so a light node can use it. The wording of the
+range and choice rules is the output options' (``outputs.options.range_problem``), so a value refused
+by the node and by space-clip-bag reads the same.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     ParameterType,
 )
+
+from space_clip_ros.outputs.options import range_problem
 
 ParameterValue = bool | int | float | str | list[str]
 
@@ -103,12 +107,9 @@ class ParameterSpec:
             return f"{self.name} must be {article} {self.type_name}, got {type(value).__name__} {value!r}"
         if expected is float and not math.isfinite(value):
             return f"{self.name} must be finite, got {value}"
-        if self.min_value is not None and value < self.min_value:
-            return f"{self.name} must be >= {self.min_value}, got {value}"
-        if self.max_value is not None and value > self.max_value:
-            return f"{self.name} must be <= {self.max_value}, got {value}"
-        if self.choices and value not in self.choices:
-            return f"{self.name} must be one of {', '.join(self.choices)}; got '{value}'"
+        reason = range_problem(self.name, value, self.min_value, self.max_value, self.choices)
+        if reason is not None:
+            return reason
         return self._extra_problem(value)
 
     def _check_string_array(self, value: Any) -> str | None:
