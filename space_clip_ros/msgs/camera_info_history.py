@@ -29,15 +29,11 @@ from typing import Any
 
 from sensor_msgs.msg import CameraInfo
 
+from space_clip_ros.msgs.header import stamp_ns
+
 __all__ = ["CameraInfoHistory", "CameraInfoMatch", "format_stamp"]
 
 _NS_PER_S = 1_000_000_000
-
-
-def _stamp_ns(stamp: Any) -> int:
-    # Private: msgs/header.py's stamp_ns (not committed yet) is meant to be the one public conversion;
-    # use it here once it is.
-    return int(stamp.sec) * _NS_PER_S + int(stamp.nanosec)
 
 
 def format_stamp(stamp_ns: int) -> str:
@@ -122,7 +118,7 @@ class CameraInfoHistory:
 
     def add(self, info: CameraInfo, arrival_ns: int | None = None) -> None:
         """Keep ``info``; ``arrival_ns`` (receive or log time) is only used by the ``tolerance_s <= 0`` rule."""
-        entry = _Entry(self._next_sequence, _stamp_ns(info.header.stamp), arrival_ns, info)
+        entry = _Entry(self._next_sequence, stamp_ns(info.header.stamp), arrival_ns, info)
         self._next_sequence += 1
         self._order.append(entry)
         self._by_sequence[entry.sequence] = entry
@@ -140,7 +136,7 @@ class CameraInfoHistory:
 
     def lookup_header(self, header: Any, arrival_ns: int | None = None) -> CameraInfoMatch:
         """:meth:`lookup` for an image's std_msgs/Header."""
-        return self.lookup(_stamp_ns(header.stamp), arrival_ns)
+        return self.lookup(stamp_ns(header.stamp), arrival_ns)
 
     def lookup(self, stamp_ns: int, arrival_ns: int | None = None) -> CameraInfoMatch:
         """The CameraInfo for an image stamped ``stamp_ns`` (which arrived at ``arrival_ns``, if known)."""
