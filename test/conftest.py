@@ -58,3 +58,44 @@ def run_python():
                               timeout=120)
 
     return run
+
+
+# A tiny model whose decoder has realistic batch-norm statistics and depths (median about 4 m), fitted
+# to a synthetic camera frame: what the inference and export tests compare their fast paths against.
+# A module using these sets REALISTIC_FRAME = (height, width, seed) and REALISTIC_SEEDS =
+# (torch seed of the model, seed of make_decoder_realistic).
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One intra-op thread: these small models gain nothing from two, and on a machine whose cores
+    are shared with other test runs two OpenMP threads wait on each other at every operator."""
+    from space_clip_ros.inference.benchmarking.timing import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def frame(request):
+    from space_clip_ros.inference.benchmarking.synthetic import synthetic_camera_image
+
+    height, width, seed = request.module.REALISTIC_FRAME
+    return synthetic_camera_image(height, width, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def realistic_model(request, tiny_model_config, frame):
+    import torch
+
+    from space_clip_ros.inference.benchmarking.synthetic import make_decoder_realistic
+    from space_clip_ros.model import SpaceClip
+
+    torch_seed, decoder_seed = request.module.REALISTIC_SEEDS
+    torch.manual_seed(torch_seed)
+    return make_decoder_realistic(SpaceClip(tiny_model_config).eval(), frame, seed=decoder_seed)
+
+
+@pytest.fixture(scope="module")
+def eager_predictor(realistic_model):
+    from space_clip_ros.inference.runtime.predictor import DepthPredictor
+
+    return DepthPredictor(realistic_model, device="cpu")

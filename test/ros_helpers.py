@@ -48,6 +48,16 @@ DOCS_FILE = REPO_ROOT / "docs" / "ros_node.md"
 
 DEFAULT_TIMEOUT_S = 60.0
 
+# The camera the single-camera node tests publish as: 96x64 pixels, its intrinsics, and the
+# training focal length recorded in their tiny checkpoints (depth scale FX / TRAIN_FOCAL = 0.8).
+HEIGHT, WIDTH = 64, 96
+FRAME_ID = "camera_color_optical_frame"
+FX = FY = 80.0
+CX, CY = 47.5, 31.5
+TRAIN_FOCAL = 100.0
+DEPTH_SCALE = FX / TRAIN_FOCAL
+MIN_DEPTH, MAX_DEPTH = 0.1, 3.0  # max_depth cuts the tiny model's far pixels: NaN and valid both occur
+
 
 # ---- processes --------------------------------------------------------------------------------
 def module_domain_id(module_name: str) -> int:
@@ -433,3 +443,12 @@ def diagnostic_values(array_msg: Any, name_contains: str) -> dict[str, str] | No
 
 def ceil_div(a: int, b: int) -> int:
     return int(math.ceil(a / b))
+
+
+def shut_down(node: NodeProcess, client: RosTestClient, what: str = "depth node did not shut down cleanly") -> None:
+    """A module fixture's teardown: close the test client, stop the node, print its log (pytest shows
+    it when a test failed) and check that the node exited cleanly (code 0)."""
+    client.close()
+    code = node.stop()
+    print(node.log())
+    assert code == 0, f"{what} (exit code {code})"

@@ -14,15 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from ros_helpers import (
-    NodeProcess,
-    RosTestClient,
-    module_domain_id,
-    node_environment,
-    same_stamp,
-    unique_namespace,
-    wait_until,
-)
+import ros_helpers as rh
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from space_clip_ros.data.frame_sources import SyntheticSource
@@ -39,7 +31,7 @@ FRAME_ID = "camera_color_optical_frame"
 
 @pytest.fixture(scope="module")
 def client():
-    ros_client = RosTestClient(module_domain_id(__name__), name="camera_simulator_test")
+    ros_client = rh.RosTestClient(rh.module_domain_id(__name__), name="camera_simulator_test")
     yield ros_client
     ros_client.close()
 
@@ -52,14 +44,14 @@ def rendered_frames() -> list[np.ndarray]:
     return [frame.rgb for frame in source]
 
 
-def start_simulator(tmp_path: Path, namespace: str, parameters: dict[str, Any], name: str = "sim") -> NodeProcess:
+def start_simulator(tmp_path: Path, namespace: str, parameters: dict[str, Any], name: str = "sim") -> rh.NodeProcess:
     command = [find_console_script("camera_simulator"), "--ros-args", "-r", f"__ns:={namespace}"]
     for key, value in parameters.items():
         command += ["-p", f"{key}:={ros_argument_value(value)}"]
-    return NodeProcess(command, node_environment(module_domain_id(__name__)), tmp_path / f"{name}.log")
+    return rh.NodeProcess(command, rh.node_environment(rh.module_domain_id(__name__)), tmp_path / f"{name}.log")
 
 
-def collect(client: RosTestClient, node: NodeProcess, topics: Sequence[tuple[str, type]], count: int,
+def collect(client: rh.RosTestClient, node: rh.NodeProcess, topics: Sequence[tuple[str, type]], count: int,
             timeout: float = 30.0) -> list[list[Any]]:
     """Subscribe, wait until the first topic has ``count`` messages, then until every other topic has
     a message with each of those stamps (they travel separately). Lists of messages, the first
@@ -72,11 +64,11 @@ def collect(client: RosTestClient, node: NodeProcess, topics: Sequence[tuple[str
         messages = collectors[0].messages
         return messages[:count] if len(messages) >= count else None
 
-    leading = wait_until(enough, timeout, f"{count} messages on {topics[0][0]}",
+    leading = rh.wait_until(enough, timeout, f"{count} messages on {topics[0][0]}",
                          lambda: f"{len(collectors[0].messages)} messages; log:\n{node.log()}")
     for (topic, _), companions in zip(topics[1:], collectors[1:]):
         for message in leading:
-            companions.wait_for(lambda m, s=message.header.stamp: same_stamp(m.header.stamp, s), timeout,
+            companions.wait_for(lambda m, s=message.header.stamp: rh.same_stamp(m.header.stamp, s), timeout,
                                 what=f"{topic} message stamped like its {topics[0][0]} message")
     return [leading] + [companions.messages for companions in collectors[1:]]
 
@@ -86,7 +78,7 @@ def stamp_seconds(message: Any) -> float:
 
 
 def test_synthetic_stream_is_well_formed(tmp_path, client, rendered_frames):
-    namespace = unique_namespace("cam") + "/color"
+    namespace = rh.unique_namespace("cam") + "/color"
     node = start_simulator(tmp_path, namespace, {
         "width": WIDTH, "height": HEIGHT, "rate": RATE_HZ, "seed": 5, "frames_per_pass": FRAMES_PER_PASS,
     })
@@ -105,7 +97,7 @@ def test_synthetic_stream_is_well_formed(tmp_path, client, rendered_frames):
         rgb = image_msg_to_rgb(image)
         assert any(np.array_equal(rgb, frame) for frame in rendered_frames)
         # Each image has a CameraInfo with the very same stamp and frame.
-        info = next((i for i in infos if same_stamp(i.header.stamp, image.header.stamp)), None)
+        info = next((i for i in infos if rh.same_stamp(i.header.stamp, image.header.stamp)), None)
         assert info is not None, "no CameraInfo with the image's stamp"
         assert info.header.frame_id == FRAME_ID
         assert (info.width, info.height) == (WIDTH, HEIGHT)
@@ -124,7 +116,7 @@ def test_synthetic_stream_is_well_formed(tmp_path, client, rendered_frames):
 
 @pytest.mark.parametrize("transport", ["bgr8", "compressed"])
 def test_bgr8_and_compressed_streams(tmp_path, client, rendered_frames, transport):
-    namespace = unique_namespace("cam")
+    namespace = rh.unique_namespace("cam")
     parameters = {"width": WIDTH, "height": HEIGHT, "rate": 20.0, "seed": 5, "frames_per_pass": FRAMES_PER_PASS,
                   "frame_id": "front_camera_optical_frame", "publish_ground_truth": True}
     if transport == "compressed":
@@ -149,7 +141,7 @@ def test_bgr8_and_compressed_streams(tmp_path, client, rendered_frames, transpor
             assert (message.encoding, message.step) == ("bgr8", WIDTH * 3)
             rgb = image_msg_to_rgb(message)
             assert any(np.array_equal(rgb, frame) for frame in rendered_frames)
-        depth = next(m for m in truth if same_stamp(m.header.stamp, message.header.stamp))
+        depth = next(m for m in truth if rh.same_stamp(m.header.stamp, message.header.stamp))
         assert depth.encoding == "32FC1"
         assert np.all(image_msg_to_depth(depth) > 0.0)  # exact depth of the room, every pixel
 
@@ -162,7 +154,7 @@ def test_folder_source_publishes_file_intrinsics_and_max_frames_ends_it(tmp_path
         cv2.imwrite(str(folder / f"{index}.png"), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
     intrinsics = tmp_path / "camera.yaml"
     intrinsics.write_text("fx: 70.0\nfy: 72.0\ncx: 30.0\ncy: 22.0\nwidth: 64\nheight: 48\n")
-    namespace = unique_namespace("folder")
+    namespace = rh.unique_namespace("folder")
     node = start_simulator(tmp_path, namespace, {"source": "folder", "folder": str(folder),
                                                  "intrinsics_file": str(intrinsics), "rate": 20.0})
     try:
@@ -174,7 +166,7 @@ def test_folder_source_publishes_file_intrinsics_and_max_frames_ends_it(tmp_path
     assert (info.width, info.height) == (64, 48)
 
     # max_frames: the node publishes that many frames and exits by itself, successfully.
-    node = start_simulator(tmp_path, unique_namespace("folder"), {
+    node = start_simulator(tmp_path, rh.unique_namespace("folder"), {
         "source": "folder", "folder": str(folder), "intrinsics_file": str(intrinsics), "rate": 50.0,
         "max_frames": 4}, name="max_frames")
     assert node.wait_exit(timeout=30) == 0, node.log()
@@ -191,7 +183,7 @@ def test_folder_source_publishes_file_intrinsics_and_max_frames_ends_it(tmp_path
     ],
 )
 def test_bad_parameters_stop_it_with_the_reason(tmp_path, parameters, message):
-    node = start_simulator(tmp_path, unique_namespace("bad"), parameters, name="bad")
+    node = start_simulator(tmp_path, rh.unique_namespace("bad"), parameters, name="bad")
     assert node.wait_exit(timeout=30) == 2
     node.stop()
     assert message in node.log()

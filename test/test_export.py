@@ -14,8 +14,6 @@ import pytest
 import torch
 
 from space_clip_ros.cli.export import main as export_main
-from space_clip_ros.inference.benchmarking.synthetic import make_decoder_realistic, synthetic_camera_image
-from space_clip_ros.inference.benchmarking.timing import torch_threads
 from space_clip_ros.inference.rewrites.export import ExportOptions, export_onnx, trtexec_command
 from space_clip_ros.inference.rewrites.quantize import encoder_weight_matmuls, quantize_onnx_int8
 from space_clip_ros.inference.runtime.options import InferenceOptions, OnnxRuntimeOptions
@@ -26,28 +24,14 @@ from space_clip_ros.model.backbone import save_vision_weights
 MAX_ABS_M = 1e-3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    """One intra-op thread: these small models gain nothing from two, and on a machine whose cores
-    are shared with other test runs two OpenMP threads wait on each other at every operator."""
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+REALISTIC_FRAME = (60, 80, 4)  # conftest's frame: height, width, seed
+REALISTIC_SEEDS = (1, 2)  # conftest's realistic_model: torch seed, make_decoder_realistic seed
 
 
 @pytest.fixture(scope="module")
-def frame() -> np.ndarray:
-    return synthetic_camera_image(60, 80, seed=4)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_config, frame) -> SpaceClip:
-    torch.manual_seed(1)
-    return make_decoder_realistic(SpaceClip(tiny_model_config).eval(), frame, seed=2)
-
-
-@pytest.fixture(scope="module")
-def eager(model) -> DepthPredictor:
-    return DepthPredictor(model, device="cpu")
+def model(realistic_model) -> SpaceClip:
+    return realistic_model
 
 
 def session(path) -> onnxruntime.InferenceSession:
@@ -70,7 +54,7 @@ def test_pixels_graph_matches_torch(tmp_path, model):
     np.testing.assert_allclose(got_embedding, embedding.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_uint8_image_graph_preprocesses_like_the_predictor(tmp_path, model, eager, frame):
+def test_uint8_image_graph_preprocesses_like_the_predictor(tmp_path, model, eager_predictor, frame):
     path = tmp_path / "image.onnx"
     export_onnx(model, path, ExportOptions(image_size=frame.shape[:2], dynamic_batch=True))
     runner = session(path)
@@ -78,7 +62,7 @@ def test_uint8_image_graph_preprocesses_like_the_predictor(tmp_path, model, eage
     assert inputs[0].name == "image" and inputs[0].type == "tensor(uint8)" and inputs[0].shape[1:] == [60, 80, 3]
     batch = np.stack([frame, frame[:, ::-1].copy()])
     depth = runner.run(["depth"], {"image": batch})[0]
-    expected = eager.infer(batch).depth.numpy()
+    expected = eager_predictor.infer(batch).depth.numpy()
     assert depth.shape == (2, 1, 60, 80)
     np.testing.assert_allclose(depth[:, 0], expected, rtol=0, atol=MAX_ABS_M)
 

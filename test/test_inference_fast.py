@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from space_clip_ros.data.frame_sources import camera_from_fov
-from space_clip_ros.inference.benchmarking.synthetic import make_decoder_realistic, synthetic_camera_image
-from space_clip_ros.inference.benchmarking.timing import TimingStats, time_interleaved, torch_threads
+from space_clip_ros.inference.benchmarking.timing import TimingStats, time_interleaved
 from space_clip_ros.inference.rewrites.attention import SdpaSelfAttention, replace_multihead_attention
 from space_clip_ros.inference.rewrites.fusion import fold_batch_norms, remaining_batch_norms
 from space_clip_ros.inference.rewrites.resize import MatrixResize
@@ -44,12 +43,9 @@ INT8_MAX_ABS_M = 0.5
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    """One intra-op thread: these small models gain nothing from two, and on a machine whose cores
-    are shared with other test runs two OpenMP threads wait on each other at every operator."""
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+REALISTIC_FRAME = (96, 128, 0)  # conftest's frame: height, width, seed
+REALISTIC_SEEDS = (0, 1)  # conftest's realistic_model: torch seed, make_decoder_realistic seed
 
 
 def camera(height: int, width: int) -> CameraIntrinsics:
@@ -61,22 +57,6 @@ def agreement(depth: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     valid = reference > 0.1
     relative = np.abs(depth - reference)[valid] / reference[valid]
     return float(np.median(relative)), float(np.abs(depth - reference).max())
-
-
-@pytest.fixture(scope="module")
-def frame() -> np.ndarray:
-    return synthetic_camera_image(96, 128, seed=0)
-
-
-@pytest.fixture(scope="module")
-def realistic_model(tiny_model_config, frame) -> SpaceClip:
-    torch.manual_seed(0)
-    return make_decoder_realistic(SpaceClip(tiny_model_config).eval(), frame, seed=1)
-
-
-@pytest.fixture(scope="module")
-def eager_predictor(realistic_model) -> DepthPredictor:
-    return DepthPredictor(realistic_model, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -14,26 +14,29 @@ from typing import Any
 
 import numpy as np
 import pytest
+import ros_helpers as rh
 from diagnostic_msgs.msg import DiagnosticArray
 from ros_helpers import (
-    NodeProcess,
-    RosTestClient,
+    CX,
+    CY,
+    DEPTH_SCALE,
+    FRAME_ID,
+    FX,
+    FY,
+    HEIGHT,
+    MAX_DEPTH,
+    MIN_DEPTH,
+    TRAIN_FOCAL,
+    WIDTH,
     camera_info_message,
     ceil_div,
-    depth_node_command,
     diagnostic_values,
     image_message,
-    local_predictor,
     make_stamp,
-    make_tiny_checkpoint,
-    module_domain_id,
-    node_environment,
     pattern_image,
     publish_until_answered,
     raw_image_message,
     same_stamp,
-    tiny_node_overrides,
-    unique_namespace,
 )
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Float32MultiArray
@@ -43,19 +46,11 @@ from space_clip_ros.ros import diagnostics as diag
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(600), pytest.mark.slow]  # a node process over DDS per module
 
-HEIGHT, WIDTH = 64, 96
-FRAME_ID = "camera_color_optical_frame"
-FX = FY = 80.0
-CX, CY = 47.5, 31.5
-TRAIN_FOCAL = 100.0  # at the same image size: depth scale FX / TRAIN_FOCAL = 0.8
-DEPTH_SCALE = FX / TRAIN_FOCAL
-MIN_DEPTH, MAX_DEPTH = 0.1, 3.0  # max_depth cuts the tiny model's far pixels: NaN and valid both occur
-
 
 @dataclass
 class Harness:
-    node: NodeProcess
-    client: RosTestClient
+    node: rh.NodeProcess
+    client: rh.RosTestClient
     node_name: str
     image_topic: str
     predictor: Any
@@ -110,25 +105,25 @@ class Harness:
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
     directory = tmp_path_factory.mktemp("depth_node")
-    checkpoint, weights = make_tiny_checkpoint(directory, train_focal=TRAIN_FOCAL, train_image_size=(HEIGHT, WIDTH))
-    domain = module_domain_id(__name__)
-    namespace = unique_namespace()
+    checkpoint, weights = rh.make_tiny_checkpoint(directory, train_focal=TRAIN_FOCAL, train_image_size=(HEIGHT, WIDTH))
+    domain = rh.module_domain_id(__name__)
+    namespace = rh.unique_namespace()
     image_topic = f"{namespace}/camera/color/image_raw"
     info_topic = f"{namespace}/camera/color/camera_info"
-    command = depth_node_command(
+    command = rh.depth_node_command(
         namespace=namespace,
         image=image_topic,
         camera_info=info_topic,
         checkpoint=str(checkpoint),
         device="cpu",
-        overrides=tiny_node_overrides(weights, max_depth=MAX_DEPTH),
+        overrides=rh.tiny_node_overrides(weights, max_depth=MAX_DEPTH),
     )
-    node = NodeProcess(command, node_environment(domain), directory / "depth_node.log")
-    client = RosTestClient(domain)
+    node = rh.NodeProcess(command, rh.node_environment(domain), directory / "depth_node.log")
+    client = rh.RosTestClient(domain)
     try:
         node.wait_for_log(r"\[INFO\].*SPACE-CLIP ViT-B-16 .*trained decoder.* on cpu", timeout=120)
         h = Harness(node=node, client=client, node_name=f"{namespace}/space_clip_depth",
-                    image_topic=image_topic, predictor=local_predictor(checkpoint, weights))
+                    image_topic=image_topic, predictor=rh.local_predictor(checkpoint, weights))
         h.pubs["image"] = client.publisher(image_topic, Image)
         h.pubs["camera_info"] = client.publisher(info_topic, CameraInfo)
         for key, topic, kind in (
@@ -147,10 +142,7 @@ def harness(tmp_path_factory):
         h.roundtrip(h.rgb_frame(pattern_image(HEIGHT, WIDTH)), attempts=30, per_attempt_s=2.0)
         yield h
     finally:
-        client.close()
-        code = node.stop()
-        print(node.log())  # shown by pytest when a test failed
-        assert code == 0, f"depth node did not shut down cleanly (exit code {code})"
+        rh.shut_down(node, client)
 
 
 def expected_depth(h: Harness, rgb: np.ndarray, scale: float, stride: int = 1) -> np.ndarray:

@@ -16,27 +16,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import ros_helpers as rh
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from ros_helpers import (
-    NodeProcess,
-    RosTestClient,
-    camera_info_message,
-    depth_node_command,
-    diagnostic_values,
-    image_message,
-    local_predictor,
-    make_stamp,
-    make_tiny_checkpoint,
-    module_domain_id,
-    node_environment,
-    pattern_image,
-    publish_until_answered,
-    same_stamp,
-    tiny_node_overrides,
-    unique_namespace,
-    wait_until,
-)
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float32MultiArray, Header
 
@@ -58,7 +40,7 @@ MAX_DEPTH = 3.0  # the tiny model's depth runs from about 2 to 6 m: in range and
 def scaled_aux_checkpoint(directory):
     """make_tiny_checkpoint's decoder with auxiliary heads scaled like its final head (a random head
     predicts ~0 m, which would put every confidence at ~0)."""
-    checkpoint, weights = make_tiny_checkpoint(directory)
+    checkpoint, weights = rh.make_tiny_checkpoint(directory)
     state, record = load_checkpoint(checkpoint)
     for head in (0, 1):
         state[f"aux_heads.{head}.net.1.weight"] = state[f"aux_heads.{head}.net.1.weight"] * 100.0
@@ -69,8 +51,8 @@ def scaled_aux_checkpoint(directory):
 
 @dataclass
 class Harness:
-    node: NodeProcess
-    client: RosTestClient
+    node: rh.NodeProcess
+    client: rh.RosTestClient
     node_name: str
     predictor: Any
     pubs: dict[str, Any] = field(default_factory=dict)
@@ -79,20 +61,21 @@ class Harness:
 
     def next_stamp(self):
         self._stamps += 1
-        return make_stamp(2000 + self._stamps, 77)
+        return rh.make_stamp(2000 + self._stamps, 77)
 
     def frame(self, rgb: np.ndarray, wait_on: str = "depth", attempts: int = 6, before=None):
         """Publish ``rgb`` (CameraInfo first, a new stamp per attempt) until ``wait_on`` answers; (stamp, answer)."""
 
         def send(stamp):
             header = Header(stamp=stamp, frame_id=FRAME_ID)
-            self.pubs["camera_info"].publish(camera_info_message(WIDTH, HEIGHT, CAMERA.fx, CAMERA.fy, CAMERA.cx,
+            self.pubs["camera_info"].publish(rh.camera_info_message(WIDTH, HEIGHT, CAMERA.fx, CAMERA.fy, CAMERA.cx,
                                                                  CAMERA.cy, FRAME_ID, stamp=header.stamp))
             if before is not None:
                 before()
-            self.pubs["image"].publish(image_message(rgb, "rgb8", stamp, FRAME_ID))
+            self.pubs["image"].publish(rh.image_message(rgb, "rgb8", stamp, FRAME_ID))
 
-        answered = publish_until_answered(send, self.subs[wait_on], (self.next_stamp() for _ in range(attempts)), 5.0)
+        stamps = (self.next_stamp() for _ in range(attempts))
+        answered = rh.publish_until_answered(send, self.subs[wait_on], stamps, 5.0)
         if answered is None:
             raise AssertionError(f"no {wait_on} answer after {attempts} frames; node log:\n{self.node.log()}")
         stamp, _, answer = answered
@@ -105,13 +88,13 @@ class Harness:
     def diagnostics(self, predicate, timeout: float = 30.0) -> dict[str, str]:
         def latest():
             for msg in reversed(self.subs["diagnostics"].messages):
-                values = diagnostic_values(msg, f"{self.node_name}: ")
+                values = rh.diagnostic_values(msg, f"{self.node_name}: ")
                 if values is not None and predicate(values):
                     return values
             return None
 
-        return wait_until(latest, timeout, "matching diagnostics", lambda: str(
-            diagnostic_values(self.subs["diagnostics"].messages[-1], self.node_name)
+        return rh.wait_until(latest, timeout, "matching diagnostics", lambda: str(
+            rh.diagnostic_values(self.subs["diagnostics"].messages[-1], self.node_name)
             if self.subs["diagnostics"].messages else "none"))
 
 
@@ -119,18 +102,18 @@ class Harness:
 def harness(tmp_path_factory):
     directory = tmp_path_factory.mktemp("depth_quality_node")
     checkpoint, weights = scaled_aux_checkpoint(directory)
-    domain = module_domain_id(__name__)
-    namespace = unique_namespace()
+    domain = rh.module_domain_id(__name__)
+    namespace = rh.unique_namespace()
     image_topic, info_topic = f"{namespace}/camera/color/image_raw", f"{namespace}/camera/color/camera_info"
-    overrides = tiny_node_overrides(weights, max_depth=MAX_DEPTH, backend="torch", optimize=False,
+    overrides = rh.tiny_node_overrides(weights, max_depth=MAX_DEPTH, backend="torch", optimize=False,
                                     publish_confidence=True, publish_embedding=True)
-    command = depth_node_command(namespace=namespace, image=image_topic, camera_info=info_topic,
+    command = rh.depth_node_command(namespace=namespace, image=image_topic, camera_info=info_topic,
                                  checkpoint=str(checkpoint), device="cpu", overrides=overrides)
-    node = NodeProcess(command, node_environment(domain), directory / "depth_node.log")
-    client = RosTestClient(domain)
+    node = rh.NodeProcess(command, rh.node_environment(domain), directory / "depth_node.log")
+    client = rh.RosTestClient(domain)
     try:
         node.wait_for_log(r"\[INFO\].*SPACE-CLIP ViT-B-16 .*trained decoder.* on cpu", timeout=120)
-        h = Harness(node, client, f"{namespace}/space_clip_depth", local_predictor(checkpoint, weights))
+        h = Harness(node, client, f"{namespace}/space_clip_depth", rh.local_predictor(checkpoint, weights))
         h.pubs["image"] = client.publisher(image_topic, Image)
         h.pubs["camera_info"] = client.publisher(info_topic, CameraInfo)
         h.pubs["anchor_points"] = client.publisher(f"{namespace}/anchor_points", PointCloud2)
@@ -146,21 +129,18 @@ def harness(tmp_path_factory):
         for publisher in h.pubs.values():
             client.wait_for_subscribers(publisher)
         client.wait_for_publishers(f"{namespace}/depth/confidence")
-        h.frame(pattern_image(HEIGHT, WIDTH), wait_on="points", attempts=30)  # discovery and first inference
+        h.frame(rh.pattern_image(HEIGHT, WIDTH), wait_on="points", attempts=30)  # discovery and first inference
         yield h
     finally:
-        client.close()
-        code = node.stop()
-        print(node.log())
-        assert code == 0, f"depth node did not shut down cleanly (exit code {code})"
+        rh.shut_down(node, client)
 
 
 def test_confidence_topic_matches_the_depth_image(harness: Harness):
-    rgb = pattern_image(HEIGHT, WIDTH, seed=11)
+    rgb = rh.pattern_image(HEIGHT, WIDTH, seed=11)
     stamp, confidence = harness.frame(rgb, wait_on="confidence")
     depth = harness.subs["depth"].wait_for_stamp(stamp)
     assert (confidence.encoding, confidence.height, confidence.width) == ("32FC1", depth.height, depth.width)
-    assert same_stamp(confidence.header.stamp, depth.header.stamp) and confidence.header.frame_id == FRAME_ID
+    assert rh.same_stamp(confidence.header.stamp, depth.header.stamp) and confidence.header.frame_id == FRAME_ID
     values = image_msg_to_depth(confidence)
     assert np.isfinite(values).all() and values.min() > 0.0 and values.max() <= 1.0 and values.std() > 0.0
     expected = harness.predictor.infer(rgb[None], with_confidence=True).confidence[0].numpy()
@@ -168,7 +148,7 @@ def test_confidence_topic_matches_the_depth_image(harness: Harness):
 
 
 def test_confidence_gated_cloud(harness: Harness):
-    rgb = pattern_image(HEIGHT, WIDTH, seed=12)
+    rgb = rh.pattern_image(HEIGHT, WIDTH, seed=12)
     expected = harness.predictor.infer(rgb[None], with_confidence=True).confidence[0].numpy()
     threshold = float(np.median(expected))
     harness.set(points_min_confidence=threshold)
@@ -210,7 +190,7 @@ def test_flying_pixel_filter_removes_cloud_points_at_edges(harness: Harness):
 
 
 def test_rep117_gives_infinities_where_out_of_range(harness: Harness):
-    rgb = pattern_image(HEIGHT, WIDTH, seed=13)
+    rgb = rh.pattern_image(HEIGHT, WIDTH, seed=13)
     depth = harness.predictor.predict(rgb)
     low, high = float(np.percentile(depth, 20)), float(np.percentile(depth, 80))
     harness.set(out_of_range="rep117", min_depth=low, max_depth=high)
@@ -231,7 +211,7 @@ def test_rep117_gives_infinities_where_out_of_range(harness: Harness):
 
 
 def test_sparse_points_scale_from_a_published_anchor_cloud(harness: Harness):
-    rgb = pattern_image(HEIGHT, WIDTH, seed=14)
+    rgb = rh.pattern_image(HEIGHT, WIDTH, seed=14)
     metric = harness.predictor.predict(rgb) * np.float32(1.5)  # the "true" scale is 1.5 x the model's
     cloud = PointCloudBuilder().build(metric, CAMERA, Header(frame_id=FRAME_ID), organized=False, stride=4)
     harness.set(scale_anchor="sparse_points", max_depth=50.0)
@@ -242,7 +222,7 @@ def test_sparse_points_scale_from_a_published_anchor_cloud(harness: Harness):
             return np.allclose(values, metric, rtol=1e-3)
 
         # The cloud and the image travel on two topics: poll until a frame came after its cloud.
-        wait_until(anchored, 60.0, "a depth image scaled by the anchor cloud's 1.5")
+        rh.wait_until(anchored, 60.0, "a depth image scaled by the anchor cloud's 1.5")
         values = harness.diagnostics(lambda v: v.get(diag.KEY_SCALE_ANCHOR) == "sparse_points"
                                      and v.get(diag.KEY_ANCHOR_FIT, "none").startswith("1.5"))
         assert float(values[diag.KEY_ANCHOR_SCALE]) == pytest.approx(1.5, rel=1e-3)
@@ -256,17 +236,17 @@ def test_sparse_points_scale_from_a_published_anchor_cloud(harness: Harness):
 
 
 def test_stamped_embedding_carries_the_image_stamp(harness: Harness):
-    rgb = pattern_image(HEIGHT, WIDTH, seed=15)
+    rgb = rh.pattern_image(HEIGHT, WIDTH, seed=15)
     stamp, stamped = harness.frame(rgb, wait_on="embedding_stamped")
-    assert same_stamp(stamped.header.stamp, stamp) and stamped.header.frame_id == FRAME_ID
+    assert rh.same_stamp(stamped.header.stamp, stamp) and stamped.header.frame_id == FRAME_ID
     expected = harness.predictor.infer(rgb[None], with_embedding=True).embedding[0].numpy()
     assert (stamped.encoding, stamped.height, stamped.width, stamped.step) == ("32FC1", 1, expected.size,
                                                                                4 * expected.size)
     np.testing.assert_allclose(np.frombuffer(bytes(stamped.data), "<f4"), expected, rtol=1e-4, atol=1e-6)
     depth = harness.subs["depth"].wait_for_stamp(stamp)
-    assert same_stamp(depth.header.stamp, stamped.header.stamp)
+    assert rh.same_stamp(depth.header.stamp, stamped.header.stamp)
     # The unstamped array still goes out (the same numbers).
-    plain = wait_until(lambda: next((m for m in harness.subs["embedding"].messages
+    plain = rh.wait_until(lambda: next((m for m in harness.subs["embedding"].messages
                                      if np.allclose(np.asarray(m.data), expected, rtol=1e-4, atol=1e-6)), None),
                        10.0, "the unstamped embedding of the frame")
     assert plain.layout.dim[0].size == expected.size
@@ -275,20 +255,20 @@ def test_stamped_embedding_carries_the_image_stamp(harness: Harness):
 # ---- a backend without auxiliary heads -------------------------------------------------------------
 def test_exported_graph_backend_refuses_confidence_at_start_and_at_runtime(tmp_path):
     checkpoint, weights = scaled_aux_checkpoint(tmp_path)
-    domain = module_domain_id(__name__) + 1
-    namespace = unique_namespace()
-    base = tiny_node_overrides(weights, backend="onnxruntime", optimize=False)
+    domain = rh.module_domain_id(__name__) + 1
+    namespace = rh.unique_namespace()
+    base = rh.tiny_node_overrides(weights, backend="onnxruntime", optimize=False)
 
-    refused = NodeProcess(depth_node_command(namespace=namespace, checkpoint=str(checkpoint),
+    refused = rh.NodeProcess(rh.depth_node_command(namespace=namespace, checkpoint=str(checkpoint),
                                              overrides={**base, "publish_confidence": True}),
-                          node_environment(domain), tmp_path / "refused.log")
+                          rh.node_environment(domain), tmp_path / "refused.log")
     assert refused.wait_exit(timeout=180) == 2
     assert "backend torch" in refused.log() and "publish_confidence" in refused.log()
 
-    command = depth_node_command(namespace=namespace, checkpoint=str(checkpoint),
+    command = rh.depth_node_command(namespace=namespace, checkpoint=str(checkpoint),
                                  overrides={**base, "cameras": ["front", "rear"]})
-    node = NodeProcess(command, node_environment(domain), tmp_path / "node.log")
-    client = RosTestClient(domain)
+    node = rh.NodeProcess(command, rh.node_environment(domain), tmp_path / "node.log")
+    client = rh.RosTestClient(domain)
     try:
         node.wait_for_log(r"\[INFO\].*SPACE-CLIP ViT-B-16", timeout=180)
         for camera in ("front", "rear"):  # a scale anchor per camera, fed by its own anchor_points

@@ -17,28 +17,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import ros_helpers as rh
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from ros_helpers import (
-    NodeProcess,
-    RosTestClient,
-    camera_info_message,
-    depth_node_command,
-    diagnostic_values,
-    image_message,
-    local_predictor,
-    make_stamp,
-    make_tiny_checkpoint,
-    module_domain_id,
-    node_environment,
-    pattern_image,
-    publish_until_answered,
-    same_stamp,
-    tiny_node_overrides,
-    unique_namespace,
-    wait_until,
-)
+from ros_helpers import CX, CY, DEPTH_SCALE, FRAME_ID, FX, FY, HEIGHT, MAX_DEPTH, MIN_DEPTH, TRAIN_FOCAL, WIDTH
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from space_clip_ros.msgs import image_msg_to_depth, pointcloud2_to_xyz_grid
@@ -46,20 +29,13 @@ from space_clip_ros.ros import diagnostics as diag
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(600), pytest.mark.slow]  # a node process over DDS per module
 
-HEIGHT, WIDTH = 64, 96
-FRAME_ID = "camera_color_optical_frame"
-FX = FY = 80.0
-CX, CY = 47.5, 31.5
-TRAIN_FOCAL = 100.0
-DEPTH_SCALE = FX / TRAIN_FOCAL
-MIN_DEPTH, MAX_DEPTH = 0.1, 3.0
 QUIET_S = 1.5  # how long a test waits for outputs that must not come
 
 
 @dataclass
 class Harness:
-    node: NodeProcess
-    client: RosTestClient
+    node: rh.NodeProcess
+    client: rh.RosTestClient
     directory: Path
     namespace: str
     node_name: str
@@ -71,7 +47,7 @@ class Harness:
 
     def next_stamp(self) -> Any:
         self._seconds += 1
-        return make_stamp(self._seconds, 500)
+        return rh.make_stamp(self._seconds, 500)
 
     def change_state(self, transition: int, timeout: float = 120.0) -> bool:
         """ChangeState (the lifecycle manager's call); whether the transition succeeded."""
@@ -83,16 +59,17 @@ class Harness:
         return self.client._call(GetState, f"{self.node_name}/get_state", GetState.Request(), 30.0).current_state.id
 
     def camera_frame(self, stamp: Any, seed: int = 0) -> tuple[Image, np.ndarray]:
-        rgb = pattern_image(HEIGHT, WIDTH, seed=seed)
-        self.pubs["camera_info"].publish(camera_info_message(WIDTH, HEIGHT, FX, FY, CX, CY, FRAME_ID, stamp))
-        message = image_message(rgb, "rgb8", stamp, FRAME_ID)
+        rgb = rh.pattern_image(HEIGHT, WIDTH, seed=seed)
+        self.pubs["camera_info"].publish(rh.camera_info_message(WIDTH, HEIGHT, FX, FY, CX, CY, FRAME_ID, stamp))
+        message = rh.image_message(rgb, "rgb8", stamp, FRAME_ID)
         self.pubs["image"].publish(message)
         return message, rgb
 
     def answered_frame(self, wait_on: str = "points", attempts: int = 30) -> tuple[Any, np.ndarray]:
         """Publish frames (with their CameraInfo) until ``wait_on`` answers one; (stamp, its RGB)."""
-        answered = publish_until_answered(lambda stamp: self.camera_frame(stamp, seed=stamp.sec)[1], self.subs[wait_on],
-                                          (self.next_stamp() for _ in range(attempts)), per_attempt_s=2.0)
+        answered = rh.publish_until_answered(lambda stamp: self.camera_frame(stamp, seed=stamp.sec)[1],
+                                             self.subs[wait_on], (self.next_stamp() for _ in range(attempts)),
+                                             per_attempt_s=2.0)
         assert answered is not None, f"no {wait_on} answer; node log:\n{self.node.log()}"
         stamp, rgb, _ = answered
         return stamp, rgb
@@ -106,26 +83,26 @@ class Harness:
         time.sleep(QUIET_S)
         for key in ("depth", "depth_info", "points"):
             for stamp in stamps:
-                assert self.subs[key].find(lambda m, s=stamp: same_stamp(m.header.stamp, s)) is None, key
+                assert self.subs[key].find(lambda m, s=stamp: rh.same_stamp(m.header.stamp, s)) is None, key
 
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
     directory = tmp_path_factory.mktemp("lifecycle")
-    domain = module_domain_id(__name__)
-    namespace = unique_namespace()
+    domain = rh.module_domain_id(__name__)
+    namespace = rh.unique_namespace()
     image_topic = f"{namespace}/camera/color/image_raw"
     info_topic = f"{namespace}/camera/color/camera_info"
-    # The files make_tiny_checkpoint writes into ``directory``, not written yet.
+    # The files rh.make_tiny_checkpoint writes into ``directory``, not written yet.
     checkpoint, weights = directory / "tiny_decoder", directory / "tiny_vit.safetensors"
-    command = depth_node_command(
+    command = rh.depth_node_command(
         namespace=namespace, image=image_topic, camera_info=info_topic, checkpoint=str(checkpoint), device="cpu",
         # The model exactly as trained (torch, fp32), as the test process's predictor runs it.
-        overrides=tiny_node_overrides(weights, backend="torch", optimize=False, max_depth=MAX_DEPTH),
+        overrides=rh.tiny_node_overrides(weights, backend="torch", optimize=False, max_depth=MAX_DEPTH),
         executable="depth_lifecycle_node",
     )
-    node = NodeProcess(command, node_environment(domain), directory / "lifecycle_node.log")
-    client = RosTestClient(domain, name="lifecycle_client")
+    node = rh.NodeProcess(command, rh.node_environment(domain), directory / "lifecycle_node.log")
+    client = rh.RosTestClient(domain, name="lifecycle_client")
     try:
         node.wait_for_log(r"\[INFO\].*unconfigured: 'configure' loads the model", timeout=120)
         pubs = {"image": client.publisher(image_topic, Image), "camera_info": client.publisher(info_topic, CameraInfo)}
@@ -136,10 +113,7 @@ def harness(tmp_path_factory):
         yield Harness(node=node, client=client, directory=directory, namespace=namespace,
                       node_name=f"{namespace}/space_clip_depth", image_topic=image_topic, pubs=pubs, subs=subs)
     finally:
-        client.close()
-        code = node.stop()
-        print(node.log())  # shown by pytest when a test failed
-        assert code == 0, f"lifecycle node did not end cleanly (exit code {code})"
+        rh.shut_down(node, client, "lifecycle node did not end cleanly")
 
 
 # ---- tests, in file order: each leaves the node in the state the next one starts from -------------------
@@ -158,9 +132,9 @@ def test_configure_fails_without_the_checkpoint_and_stays_unconfigured(harness: 
 
 
 def test_configure_loads_the_model_and_publishes_nothing_while_inactive(harness: Harness):
-    checkpoint, weights = make_tiny_checkpoint(harness.directory, train_focal=TRAIN_FOCAL,
+    checkpoint, weights = rh.make_tiny_checkpoint(harness.directory, train_focal=TRAIN_FOCAL,
                                                train_image_size=(HEIGHT, WIDTH))
-    harness.predictor = local_predictor(checkpoint, weights)
+    harness.predictor = rh.local_predictor(checkpoint, weights)
     assert harness.change_state(Transition.TRANSITION_CONFIGURE) is True
     assert harness.state() == State.PRIMARY_STATE_INACTIVE
     harness.node.wait_for_log(r"\[INFO\].*configured \(resident memory \d+ -> \d+ MB\): SPACE-CLIP .*trained decoder")
@@ -196,15 +170,15 @@ def test_activate_subscribes_and_publishes_every_output(harness: Harness):
     stamp, rgb = harness.answered_frame()
     _assert_every_output(harness, stamp, rgb)
     name = f"{harness.node_name}: depth estimation"
-    values = wait_until(lambda: next((v for m in reversed(harness.subs["diagnostics"].messages)
-                                      if (v := diagnostic_values(m, name)) is not None), None), 30.0, "diagnostics")
+    values = rh.wait_until(lambda: next((v for m in reversed(harness.subs["diagnostics"].messages)
+                                      if (v := rh.diagnostic_values(m, name)) is not None), None), 30.0, "diagnostics")
     assert int(values[diag.KEY_PROCESSED]) >= 1 and values[diag.KEY_DECODER_WEIGHTS].startswith("trained: ")
 
 
 def test_deactivate_stops_every_output_and_activate_brings_them_back(harness: Harness):
     assert harness.change_state(Transition.TRANSITION_DEACTIVATE) is True
     assert harness.state() == State.PRIMARY_STATE_INACTIVE
-    wait_until(lambda: harness.client.node.count_subscribers(harness.image_topic) == 0, 30.0,
+    rh.wait_until(lambda: harness.client.node.count_subscribers(harness.image_topic) == 0, 30.0,
                "the node to unsubscribe from the camera")
     harness.assert_no_outputs()
 
@@ -223,7 +197,7 @@ def test_cleanup_frees_the_model_and_the_publishers(harness: Harness):
     before, after = int(match.group(1)), int(match.group(2))
     print(f"resident memory of the lifecycle node at cleanup (tiny model): {before} -> {after} MB")
     assert after <= before
-    wait_until(lambda: harness.client.node.count_publishers(f"{harness.namespace}/depth/image") == 0, 30.0,
+    rh.wait_until(lambda: harness.client.node.count_publishers(f"{harness.namespace}/depth/image") == 0, 30.0,
                "the node to remove its publishers")
 
 

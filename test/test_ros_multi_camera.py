@@ -23,27 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import ros_helpers as rh
 from diagnostic_msgs.msg import DiagnosticArray
-from ros_helpers import (
-    NodeProcess,
-    RosTestClient,
-    compressed_message,
-    depth_node_command,
-    diagnostic_values,
-    image_message,
-    local_predictor,
-    make_stamp,
-    make_tiny_checkpoint,
-    module_domain_id,
-    node_environment,
-    pattern_image,
-    publish_until_answered,
-    raw_image_message,
-    same_stamp,
-    tiny_node_overrides,
-    unique_namespace,
-    wait_until,
-)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
@@ -101,7 +82,7 @@ def yuyv_message(rgb: np.ndarray, stamp: Any, frame_id: str) -> Image:
     packed[..., 1] = (u[:, 0::2] + u[:, 1::2]) / 2
     packed[..., 3] = (v[:, 0::2] + v[:, 1::2]) / 2
     data = np.clip(np.rint(packed), 0, 255).astype(np.uint8).tobytes()
-    return raw_image_message("yuv422_yuy2", width, height, 2 * width, data, stamp, frame_id)
+    return rh.raw_image_message("yuv422_yuy2", width, height, 2 * width, data, stamp, frame_id)
 
 
 #: Bytes per pixel of the raw encodings sent with random data (semi-planar YUV: per pixel, both planes).
@@ -114,15 +95,15 @@ def encoded_message(encoding: str, width: int, height: int, stamp: Any, seed: in
     size = int(width * height * ENCODED_BYTES_PER_PIXEL[encoding])
     data = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
     per_row = {"nv21": 1, "nv24": 1}.get(encoding, int(ENCODED_BYTES_PER_PIXEL[encoding]))
-    message = raw_image_message(encoding, width, height, width * per_row, data, stamp, f"rear_{FRAME_ID}")
+    message = rh.raw_image_message(encoding, width, height, width * per_row, data, stamp, f"rear_{FRAME_ID}")
     message.is_bigendian = 1 if encoding == "rgb16" else 0
     return message
 
 
 @dataclass
 class Harness:
-    node: NodeProcess
-    client: RosTestClient
+    node: rh.NodeProcess
+    client: rh.RosTestClient
     namespace: str
     node_name: str
     predictor: Any
@@ -132,7 +113,7 @@ class Harness:
 
     def next_stamp(self) -> Any:
         self._seconds += 1
-        return make_stamp(self._seconds, 250_000_000)
+        return rh.make_stamp(self._seconds, 250_000_000)
 
     def roundtrip(self, camera: str, make_message: Callable[[Any], Any], wait_on: str = "depth",
                   with_info: bool = True, attempts: int = 8, per_attempt_s: float = 5.0) -> tuple[Any, Any, Any]:
@@ -147,7 +128,7 @@ class Harness:
             return message
 
         stamps = (self.next_stamp() for _ in range(attempts))
-        answered = publish_until_answered(send, self.subs[(camera, wait_on)], stamps, per_attempt_s)
+        answered = rh.publish_until_answered(send, self.subs[(camera, wait_on)], stamps, per_attempt_s)
         if answered is None:
             raise AssertionError(f"{camera}: no {wait_on} after {attempts} frames; node log:\n{self.node.log()}")
         return answered
@@ -161,12 +142,12 @@ class Harness:
 
         def latest() -> dict[str, str] | None:
             for message in reversed(self.subs[("", "diagnostics")].messages):
-                values = diagnostic_values(message, name)
+                values = rh.diagnostic_values(message, name)
                 if values is not None:
                     return values if predicate(values) else None
             return None
 
-        return wait_until(latest, timeout, f"diagnostics of {name} that match")
+        return rh.wait_until(latest, timeout, f"diagnostics of {name} that match")
 
 
 def expected_depth(h: Harness, camera: CameraSpec, pixels: np.ndarray, fx: float | None = None) -> np.ndarray:
@@ -198,7 +179,7 @@ def backprojection(depth: np.ndarray, info: CameraInfo) -> np.ndarray:
 
 def scaled_k(camera: CameraSpec, fx: float | None = None) -> np.ndarray:
     """K of ``camera``'s CameraInfo scaled to its output size (image_proc's convention)."""
-    k = np.asarray(camera.info(make_stamp(0), fx).k).reshape(3, 3)
+    k = np.asarray(camera.info(rh.make_stamp(0), fx).k).reshape(3, 3)
     sx, sy = camera.output[1] / camera.width, camera.output[0] / camera.height
     return np.diag([sx, sy, 1.0]) @ k
 
@@ -229,23 +210,23 @@ def assert_outputs_of(h: Harness, camera: CameraSpec, stamp: Any, pixels: np.nda
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
     directory = tmp_path_factory.mktemp("multi_camera")
-    checkpoint, weights = make_tiny_checkpoint(directory, train_focal=TRAIN_FOCAL, train_image_size=TRAIN_SIZE)
-    domain = module_domain_id(__name__)
-    namespace = unique_namespace()
-    overrides = tiny_node_overrides(
+    checkpoint, weights = rh.make_tiny_checkpoint(directory, train_focal=TRAIN_FOCAL, train_image_size=TRAIN_SIZE)
+    domain = rh.module_domain_id(__name__)
+    namespace = rh.unique_namespace()
+    overrides = rh.tiny_node_overrides(
         # The model exactly as trained (torch, fp32), as the test process's predictor runs it.
         weights, backend="torch", optimize=False, max_depth=MAX_DEPTH, cameras=list(CAMERAS),
         camera_info_tolerance=TOLERANCE_S,
         **{"rear.output_width": REAR.output[1], "rear.output_height": REAR.output[0],
            "side.image_transport": "compressed"},
     )
-    command = depth_node_command(namespace=namespace, checkpoint=str(checkpoint), device="cpu", overrides=overrides)
-    node = NodeProcess(command, node_environment(domain), directory / "depth_node.log")
-    client = RosTestClient(domain, name="multi_camera_client")
+    command = rh.depth_node_command(namespace=namespace, checkpoint=str(checkpoint), device="cpu", overrides=overrides)
+    node = rh.NodeProcess(command, rh.node_environment(domain), directory / "depth_node.log")
+    client = rh.RosTestClient(domain, name="multi_camera_client")
     try:
         node.wait_for_log(r"\[INFO\].*SPACE-CLIP .*trained decoder.*front: Input: ", timeout=120)
         h = Harness(node=node, client=client, namespace=namespace, node_name=f"{namespace}/space_clip_depth",
-                    predictor=local_predictor(checkpoint, weights))
+                    predictor=rh.local_predictor(checkpoint, weights))
         for name in CAMERAS:
             image_topic = f"{namespace}/{name}/image" + ("/compressed" if name == "side" else "")
             h.pubs[(name, "image")] = client.publisher(image_topic, CompressedImage if name == "side" else Image)
@@ -257,24 +238,21 @@ def harness(tmp_path_factory):
         for publisher in h.pubs.values():
             client.wait_for_subscribers(publisher)
         # Discovery finishes and each camera's first (slowest) frame runs before the tests start.
-        rgb = pattern_image(FRONT.height, FRONT.width)
+        rgb = rh.pattern_image(FRONT.height, FRONT.width)
         h.roundtrip("front", lambda stamp: yuyv_message(rgb, stamp, f"front_{FRAME_ID}"), attempts=30,
                     per_attempt_s=2.0)
-        rear_rgb = pattern_image(REAR.height, REAR.width)
-        h.roundtrip("rear", lambda stamp: image_message(rear_rgb, "rgb8", stamp, f"rear_{FRAME_ID}"), attempts=30,
+        rear_rgb = rh.pattern_image(REAR.height, REAR.width)
+        h.roundtrip("rear", lambda stamp: rh.image_message(rear_rgb, "rgb8", stamp, f"rear_{FRAME_ID}"), attempts=30,
                     per_attempt_s=2.0)
         yield h
     finally:
-        client.close()
-        code = node.stop()
-        print(node.log())  # shown by pytest when a test failed
-        assert code == 0, f"depth node did not shut down cleanly (exit code {code})"
+        rh.shut_down(node, client)
 
 
 # ---- tests (in file order: the batching test comes first, before anything else sends two cameras) ----
 def test_two_cameras_share_one_batched_pass_and_each_gets_its_own_outputs(harness: Harness):
     """front (yuv422_yuy2, distorted, 96x64) and rear (rgb8, 80x48 -> 40x24) through one pass."""
-    front_rgb, rear_rgb = pattern_image(FRONT.height, FRONT.width, seed=1), pattern_image(REAR.height, REAR.width,
+    front_rgb, rear_rgb = rh.pattern_image(FRONT.height, FRONT.width, seed=1), rh.pattern_image(REAR.height, REAR.width,
                                                                                            seed=2)
     log_start = len(harness.node.log())
     batch_line = re.compile(r"\[INFO\].*one encoder \+ decoder pass for 2 frames \((\w+) (\d+)\.(\d{9}), "
@@ -291,20 +269,20 @@ def test_two_cameras_share_one_batched_pass_and_each_gets_its_own_outputs(harnes
     while not batched():
         assert time.monotonic() < deadline, f"no batch of 2 frames in 90 s:\n{harness.node.log()[log_start:]}"
         index += 1
-        stamp = make_stamp(5000 + index // 100, (index % 100) * 10_000_000)  # 10 ms apart
+        stamp = rh.make_stamp(5000 + index // 100, (index % 100) * 10_000_000)  # 10 ms apart
         for camera in (FRONT, REAR):
             harness.pubs[(camera.name, "camera_info")].publish(camera.info(stamp))
         time.sleep(0.002)
         front_msg = yuyv_message(front_rgb, stamp, f"front_{FRAME_ID}")
-        rear_msg = image_message(rear_rgb, "rgb8", stamp, f"rear_{FRAME_ID}")
+        rear_msg = rh.image_message(rear_rgb, "rgb8", stamp, f"rear_{FRAME_ID}")
         harness.pubs[("front", "image")].publish(front_msg)
         harness.pubs[("rear", "image")].publish(rear_msg)
         sent[("front", stamp.sec, stamp.nanosec)], sent[("rear", stamp.sec, stamp.nanosec)] = front_msg, rear_msg
         time.sleep(0.01)
 
     match = batched()
-    batch = {match.group(1): make_stamp(int(match.group(2)), int(match.group(3))),
-             match.group(4): make_stamp(int(match.group(5)), int(match.group(6)))}
+    batch = {match.group(1): rh.make_stamp(int(match.group(2)), int(match.group(3))),
+             match.group(4): rh.make_stamp(int(match.group(5)), int(match.group(6)))}
     assert set(batch) == {"front", "rear"}, match.group(0)
 
     # The two frames of that pass: every output, from the pixels the node saw (front: YUYV converted,
@@ -343,7 +321,7 @@ def test_an_unsupported_encoding_is_one_throttled_error_naming_the_supported_one
     errors_before = int(harness.diagnostics("rear")[diag.KEY_ERRORS])
     log_start = len(harness.node.log())
     for _ in range(5):
-        harness.pubs[("rear", "image")].publish(raw_image_message(
+        harness.pubs[("rear", "image")].publish(rh.raw_image_message(
             "32FC1", REAR.width, REAR.height, 4 * REAR.width, bytes(4 * REAR.width * REAR.height),
             harness.next_stamp(), f"rear_{FRAME_ID}"))
         time.sleep(0.05)
@@ -356,27 +334,27 @@ def test_an_unsupported_encoding_is_one_throttled_error_naming_the_supported_one
 
 
 def test_each_image_takes_the_camera_info_of_its_stamp_or_none_beyond_the_tolerance(harness: Harness):
-    rgb = pattern_image(REAR.height, REAR.width, seed=3)
+    rgb = rh.pattern_image(REAR.height, REAR.width, seed=3)
     # Two calibrations with their own stamps (a zoom between two frames), both kept before either
     # image comes: each image gets its own, not the latest.
     calibrations = {}
 
     def send(first: Any) -> Any:
-        second = make_stamp(first.sec, first.nanosec + 20_000_000)  # 20 ms later: within the tolerance
+        second = rh.make_stamp(first.sec, first.nanosec + 20_000_000)  # 20 ms later: within the tolerance
         calibrations.clear()
         calibrations.update({(first.sec, first.nanosec): 50.0, (second.sec, second.nanosec): 70.0})
         harness.pubs[("rear", "camera_info")].publish(REAR.info(first, 50.0))
         harness.pubs[("rear", "camera_info")].publish(REAR.info(second, 70.0))
         time.sleep(0.05)
         for stamp in (first, second):
-            harness.pubs[("rear", "image")].publish(image_message(rgb, "rgb8", stamp, f"rear_{FRAME_ID}"))
+            harness.pubs[("rear", "image")].publish(rh.image_message(rgb, "rgb8", stamp, f"rear_{FRAME_ID}"))
             time.sleep(0.3)  # one at a time: both must be processed, not the newer only
 
     stamps = (harness.next_stamp() for _ in range(8))
-    answered = publish_until_answered(send, harness.subs[("rear", "depth_info")], stamps, 5.0)
+    answered = rh.publish_until_answered(send, harness.subs[("rear", "depth_info")], stamps, 5.0)
     assert answered is not None, harness.node.log()
     for (sec, nanosec), fx in calibrations.items():
-        stamp = make_stamp(sec, nanosec)
+        stamp = rh.make_stamp(sec, nanosec)
         depth_info = harness.output("rear", "depth_info", stamp)
         np.testing.assert_allclose(np.asarray(depth_info.k).reshape(3, 3), scaled_k(REAR, fx), rtol=1e-9)
         depth = image_msg_to_depth(harness.output("rear", "depth", stamp))
@@ -385,7 +363,7 @@ def test_each_image_takes_the_camera_info_of_its_stamp_or_none_beyond_the_tolera
     # An image whose stamp is a second away from every CameraInfo kept: depth only, and a warning
     # that names both stamps.
     log_start = len(harness.node.log())
-    stamp, _, _ = harness.roundtrip("rear", lambda stamp: image_message(rgb, "rgb8", stamp, f"rear_{FRAME_ID}"),
+    stamp, _, _ = harness.roundtrip("rear", lambda stamp: rh.image_message(rgb, "rgb8", stamp, f"rear_{FRAME_ID}"),
                                     with_info=False)
     text = f"{stamp.sec}.{stamp.nanosec:09d}"
     line = harness.node.wait_for_log(rf"\[WARN\].*rear: no CameraInfo within {TOLERANCE_S:g} s of the image stamp "
@@ -393,12 +371,12 @@ def test_each_image_takes_the_camera_info_of_its_stamp_or_none_beyond_the_tolera
                                      start=log_start)
     assert "publishing this frame's depth image only" in line.group(0)
     time.sleep(1.0)  # the depth image came; give the other two as long to show up, if they wrongly did
-    assert harness.subs[("rear", "depth_info")].find(lambda m: same_stamp(m.header.stamp, stamp)) is None
-    assert harness.subs[("rear", "points")].find(lambda m: same_stamp(m.header.stamp, stamp)) is None
+    assert harness.subs[("rear", "depth_info")].find(lambda m: rh.same_stamp(m.header.stamp, stamp)) is None
+    assert harness.subs[("rear", "points")].find(lambda m: rh.same_stamp(m.header.stamp, stamp)) is None
 
 
 def test_undistortion_can_be_switched_off(harness: Harness):
-    rgb = pattern_image(FRONT.height, FRONT.width, seed=4)
+    rgb = rh.pattern_image(FRONT.height, FRONT.width, seed=4)
     (result,) = harness.client.set_parameters(harness.node_name, {"undistort": False})
     assert result.successful, result.reason
     try:
@@ -415,9 +393,9 @@ def test_undistortion_can_be_switched_off(harness: Harness):
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
 def test_a_camera_of_its_own_transport_reads_compressed_images(harness: Harness, fmt: str):
-    rgb = pattern_image(SIDE.height, SIDE.width, seed=5)
-    stamp, message, _ = harness.roundtrip("side", lambda stamp: compressed_message(rgb, fmt, stamp, f"side_{FRAME_ID}"),
-                                          wait_on="points")
+    rgb = rh.pattern_image(SIDE.height, SIDE.width, seed=5)
+    stamp, message, _ = harness.roundtrip(
+        "side", lambda stamp: rh.compressed_message(rgb, fmt, stamp, f"side_{FRAME_ID}"), wait_on="points")
     assert_outputs_of(harness, SIDE, stamp, compressed_msg_to_rgb(message))
     values = harness.diagnostics("side", lambda v: int(v[diag.KEY_PROCESSED]) > 0)
     assert values[diag.KEY_CAMERA] == "side"

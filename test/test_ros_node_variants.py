@@ -11,47 +11,38 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import ros_helpers as rh
 from rclpy.qos import ReliabilityPolicy
 from ros_helpers import (
-    NodeProcess,
-    RosTestClient,
+    CX,
+    CY,
+    FRAME_ID,
+    FX,
+    FY,
+    HEIGHT,
+    MAX_DEPTH,
+    WIDTH,
     camera_info_message,
     compressed_message,
-    depth_node_command,
-    local_predictor,
     make_stamp,
-    make_tiny_checkpoint,
-    module_domain_id,
-    node_environment,
     pattern_image,
     publish_until_answered,
-    tiny_node_overrides,
-    unique_namespace,
 )
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 
-from space_clip_ros.msgs import (
-    compressed_msg_to_rgb,
-    pointcloud2_to_rgb,
-    pointcloud2_to_xyz_grid,
-)
+from space_clip_ros.msgs import compressed_msg_to_rgb, pointcloud2_to_rgb, pointcloud2_to_xyz_grid
 from space_clip_ros.ros.depth_node import EXIT_MODEL_ERROR, EXIT_PARAMETER_ERROR
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(600), pytest.mark.slow]  # node processes over DDS
 
-HEIGHT, WIDTH = 64, 96
 OUT_HEIGHT, OUT_WIDTH = 48, 72  # output size 3/4 of the input
-FRAME_ID = "camera_color_optical_frame"
-FX = FY = 80.0
-CX, CY = 47.5, 31.5
-MAX_DEPTH = 3.0
 
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory):
     directory = tmp_path_factory.mktemp("variants")
     # train_focal recorded, but this node runs with focal_rescale off: depth must stay unscaled.
-    checkpoint, weights = make_tiny_checkpoint(directory, train_focal=40.0, train_image_size=(HEIGHT, WIDTH))
+    checkpoint, weights = rh.make_tiny_checkpoint(directory, train_focal=40.0, train_image_size=(HEIGHT, WIDTH))
     return directory, checkpoint, weights
 
 
@@ -80,13 +71,13 @@ FAILING_STARTS = {
 def failed_starts(model_files):
     """All failing start-ups run side by side (each spends most of its time importing torch)."""
     directory, checkpoint, weights = model_files
-    domain = module_domain_id(__name__)
+    domain = rh.module_domain_id(__name__)
     processes = {}
     for case, (overrides, _, _) in FAILING_STARTS.items():
-        command = depth_node_command(namespace=unique_namespace(), checkpoint=str(checkpoint),
-                                     overrides=tiny_node_overrides(weights, **overrides))
+        command = rh.depth_node_command(namespace=rh.unique_namespace(), checkpoint=str(checkpoint),
+                                     overrides=rh.tiny_node_overrides(weights, **overrides))
         log = directory / f"failed_{len(processes)}.log"
-        processes[case] = NodeProcess(command, node_environment(domain), log)
+        processes[case] = rh.NodeProcess(command, rh.node_environment(domain), log)
     results = {}
     for case, process in processes.items():
         try:
@@ -110,15 +101,15 @@ def test_bad_start_up_exits_non_zero_with_the_reason(failed_starts, case):
 @pytest.fixture(scope="module")
 def variant(model_files):
     directory, checkpoint, weights = model_files
-    domain = module_domain_id(__name__)
-    namespace = unique_namespace()
+    domain = rh.module_domain_id(__name__)
+    namespace = rh.unique_namespace()
     image_topic = f"{namespace}/camera/color/image_raw"
-    command = depth_node_command(
+    command = rh.depth_node_command(
         namespace=namespace,
         image=image_topic,
         camera_info=f"{namespace}/camera/color/camera_info",
         checkpoint=str(checkpoint),
-        overrides=tiny_node_overrides(
+        overrides=rh.tiny_node_overrides(
             weights,
             image_transport="compressed",
             depth_encoding="16UC1",
@@ -130,8 +121,8 @@ def variant(model_files):
             max_depth=MAX_DEPTH,
         ),
     )
-    node = NodeProcess(command, node_environment(domain), directory / "variant.log")
-    client = RosTestClient(domain, name="variant_client")
+    node = rh.NodeProcess(command, rh.node_environment(domain), directory / "variant.log")
+    client = rh.RosTestClient(domain, name="variant_client")
     try:
         node.wait_for_log(r"\[INFO\].*SPACE-CLIP .* Input: \S+/compressed \(compressed\)", timeout=120)
         # The compressed sub-topic follows the remapped image topic, as image_transport does.
@@ -147,7 +138,7 @@ def variant(model_files):
         client.wait_for_publishers(f"{namespace}/points")
         yield {"node": node, "client": client, "namespace": namespace, "image_topic": image_topic,
                "compressed_pub": compressed_pub, "info_pub": info_pub, "subs": subs,
-               "predictor": local_predictor(checkpoint, weights)}
+               "predictor": rh.local_predictor(checkpoint, weights)}
     finally:
         client.close()
         code = node.stop()
