@@ -116,7 +116,8 @@ def harness(tmp_path_factory):
         camera_info=info_topic,
         checkpoint=str(checkpoint),
         device="cpu",
-        overrides=rh.tiny_node_overrides(weights, max_depth=MAX_DEPTH),
+        # The model exactly as trained (torch, fp32), as the test process's predictor runs it.
+        overrides=rh.tiny_node_overrides(weights, max_depth=MAX_DEPTH, backend="torch", optimize=False),
     )
     node = rh.NodeProcess(command, rh.node_environment(domain), directory / "depth_node.log")
     client = rh.RosTestClient(domain)
