@@ -111,6 +111,10 @@ def variant(model_files):
         checkpoint=str(checkpoint),
         overrides=rh.tiny_node_overrides(
             weights,
+            # The exact model that the local predictor compares with (backend auto, the default,
+            # may pick an int8 path; the demo's end-to-end test runs that default over DDS).
+            backend="torch",
+            optimize=False,
             image_transport="compressed",
             depth_encoding="16UC1",
             output_width=OUT_WIDTH,
