@@ -48,9 +48,7 @@ from ..inference.benchmarking.timing import (
 )
 from ..inference.runtime.auto_select import predictor_for
 from ..inference.runtime.options import (
-    BACKEND_CHOICES,
     COMPILE_MODES,
-    PRECISION_CHOICES,
     unoptimized_options,
 )
 from ..inference.runtime.predictor import DepthPredictor
@@ -59,7 +57,14 @@ from ..inference.runtime.tolerance import depth_agreement as depth_agreement
 from ..model import BackboneConfig, DecoderConfig, ModelConfig, SpaceClip, load_model
 from ..model.checkpoint import CheckpointError
 from ..model.preprocess import resize_and_normalize
-from .common import add_model_arguments, backbone_from_args, decoder_from_args, setup_logging, tool_parser
+from .common import (
+    add_inference_arguments,
+    add_model_arguments,
+    backbone_from_args,
+    decoder_from_args,
+    setup_logging,
+    tool_parser,
+)
 
 logger = logging.getLogger("space-clip-benchmark")
 
@@ -123,19 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = tool_parser("space-clip-benchmark", __doc__)
     add_model_arguments(parser)
     parser.add_argument("--tiny", action="store_true", help="tiny test backbone (width 64) for a quick smoke run")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
-                        help="auto: what backend auto measures fastest, else fp16 on CUDA and fp32 on the CPU; bf16 "
-                        "on a CPU with bf16 arithmetic: bf16 decoder and attention (torch backend)")
-    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
-                        help="auto: measure this device's fast paths once (cached), keep the fastest within the depth "
-                        "tolerance; or force one")
+    add_inference_arguments(parser)  # --device, --backend, --precision, --no-optimize, --auto-cache
     parser.add_argument("--output-size", type=parse_size, default=MODEL_OUTPUT_SIZE,
                         help="depth size WIDTHxHEIGHT of the model and compare sections and of backend auto's "
                         "measurement (default 640x480; the issue's KITTI-like depth is 704x352)")
-    parser.add_argument("--auto-cache", default="", help="backend auto's cache file (default: $SPACE_CLIP_AUTO_CACHE, "
-                        "else $XDG_CACHE_HOME/space_clip_ros/auto_paths.json)")
-    parser.add_argument("--no-optimize", action="store_true", help="measure the plain path (no fast-path re-writes)")
     parser.add_argument("--batch-sizes", type=parse_batch_sizes, default=(1, 4, 16), help="e.g. 1,4,16")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed repetitions (default 100 on CUDA, 20 on the CPU; fewer for big CPU batches)")
