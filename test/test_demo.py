@@ -106,7 +106,11 @@ def test_summary_is_written_as_json_and_markdown(tmp_path):
 
 # ---- processes ----------------------------------------------------------------------------------------
 def _stubborn(ignore: tuple[str, ...]) -> list[str]:
-    handlers = "".join(f"signal.signal(signal.{name}, signal.SIG_IGN);" for name in ignore)
+    # Each signal's handling is set explicitly: a shell's background job inherits SIGINT ignored, and
+    # the "polite" process must still stop on it.
+    defaults = {"SIGINT": "signal.default_int_handler", "SIGTERM": "signal.SIG_DFL"}
+    handlers = "".join(f"signal.signal(signal.{name}, {'signal.SIG_IGN' if name in ignore else action});"
+                       for name, action in defaults.items())
     return [sys.executable, "-c", f"import signal, time; {handlers} print('ready', flush=True); time.sleep(120)"]
 
 
@@ -123,12 +127,8 @@ def test_process_group_stops_everything_even_on_error(tmp_path):
         stone = group.start("stone", _stubborn(("SIGINT", "SIGTERM")), tmp_path / "stone.log", env)
         for process in group.processes:
             _wait_ready(process)
-        # Short waits where the signal is ignored (deaf, stone: SIGTERM and SIGKILL act at once, in the
-        # kernel); polite must get time to run Python's KeyboardInterrupt, which a loaded machine delays
-        # past a second.
-        for process in group.processes:
-            sigint_timeout = 20.0 if process is polite else 1.0
-            process.stop = lambda stop=process.stop, t=sigint_timeout: stop(sigint_timeout=t, sigterm_timeout=1.0)
+        for process in group.processes:  # short timeouts for the test
+            process.stop = lambda p=process, stop=process.stop: stop(sigint_timeout=1.0, sigterm_timeout=1.0)
         raise RuntimeError("boom")
     assert polite.returncode == -signal.SIGINT or polite.returncode == 1  # KeyboardInterrupt in Python
     assert deaf.returncode == -signal.SIGTERM
