@@ -206,10 +206,15 @@ class CameraSimulator(Node):
         # One stamp for both messages: the capture time, as a driver stamps them.
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self._settings.frame_id)
         messages = camera_messages(frame, self._source.camera, header, self._settings)
-        self._image_pub.publish(messages.image)
-        self._info_pub.publish(messages.camera_info)
-        if self._truth_pub is not None and messages.ground_truth is not None:
-            self._truth_pub.publish(messages.ground_truth)
+        try:
+            self._image_pub.publish(messages.image)
+            self._info_pub.publish(messages.camera_info)
+            if self._truth_pub is not None and messages.ground_truth is not None:
+                self._truth_pub.publish(messages.ground_truth)
+        except Exception:  # noqa: BLE001 - rcl refuses to publish once SIGINT has shut the context down
+            if self.context.ok():
+                raise
+            return  # shutting down while this frame was rendered: a clean stop, not an error
         self.published += 1
         if 0 < self._settings.max_frames <= self.published:
             self._finish(f"max_frames={self._settings.max_frames} reached")
