@@ -323,7 +323,7 @@ def test_node_parameters_default_to_auto_and_feed_the_diagnostics(tmp_path, monk
     sized = DepthNodeSettings.from_values({"output_width": 320, "output_height": 240})
     assert predictor_settings(sized)["output_size"] == (240, 320)
 
-    monkeypatch.setattr(auto_select, "candidate_paths", lambda device, precision="auto": [TORCH_INT8])
+    monkeypatch.setattr(auto_select, "candidate_paths", lambda device, precision="auto", calibrated=False: [TORCH_INT8])
     settings = DepthNodeSettings.from_values({"device": "cpu", "vision_overrides": json.dumps(TINY_VISION_OVERRIDES),
                                               "auto_cache": str(tmp_path / "auto.json")})
     predictor = build_predictor(settings)

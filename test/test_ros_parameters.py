@@ -36,7 +36,7 @@ RUNTIME = {"points_stride", "min_depth", "max_depth", "points_max_range", "color
            "out_of_range", "scale_anchor", "camera_height", "scale_smoothing", "flying_pixel_threshold",
            "flying_pixels_invalid", "points_min_confidence", "publish_confidence"}
 READ_ONLY = {"checkpoint", "backbone", "pretrained", "vision_overrides", "device", "precision", "backend", "optimize",
-             "cuda_graphs", "auto_cache", "exported_model",
+             "cuda_graphs", "auto_cache", "calibration_images", "exported_model",
              "image_transport", "qos_depth", "publisher_reliability", "cameras", "camera_info_tolerance"}
 
 

@@ -89,6 +89,7 @@ class Settings:
     threads: int | None
     output_size: tuple[int, int] = MODEL_OUTPUT_SIZE  # (H, W) of the model and compare sections' depth
     auto_cache: str = ""  # backend auto's cache file ("" default, see auto_select)
+    calibration_images: str = ""  # camera frames for the int8 decoder (rewrites.decoder_int8)
     cameras: int = 0  # --cameras: the cameras section's camera count (0: no such section)
 
 
@@ -164,6 +165,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         batch_sizes=tuple(args.batch_sizes), repeats=repeats, warmup=warmup, sizes=tuple(args.sizes),
         tiny=args.tiny, compare=args.compare, compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs,
         threads=args.threads, output_size=tuple(args.output_size), auto_cache=args.auto_cache, cameras=args.cameras,
+        calibration_images=args.calibration_images,
     )
 
 
@@ -451,6 +453,7 @@ def run(args: argparse.Namespace) -> dict:
         model, record, device=settings.device, precision=settings.precision, backend=settings.backend,
         optimize=settings.optimize, compile_mode=settings.compile_mode, cuda_graphs=settings.cuda_graphs,
         threads=settings.threads, output_size=settings.output_size, cache_path=settings.auto_cache,
+        calibration_images=settings.calibration_images or None,
     )
     logger.info("measuring %s", predictor.describe())
     cameras = None

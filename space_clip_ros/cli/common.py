@@ -104,7 +104,7 @@ def output_values(args: argparse.Namespace) -> dict[str, OptionValue]:
 
 def add_inference_arguments(group: argparse._ArgumentGroup) -> None:
     """Device and path flags of the tools that run the predictor (the depth node's parameters of the
-    same names: device, backend, precision, optimize, auto_cache)."""
+    same names: device, backend, precision, optimize, auto_cache, calibration_images)."""
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     group.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
                        help="auto (default): measure this device's fast paths once, keep the fastest within the "
@@ -116,6 +116,10 @@ def add_inference_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--auto-cache", default="",
                        help="backend auto's cache file (default: $SPACE_CLIP_AUTO_CACHE, else "
                        "$XDG_CACHE_HOME/space_clip_ros/auto_paths.json)")
+    group.add_argument("--calibration-images", default="", metavar="FOLDER_OR_GLOB",
+                       help="frames from the camera that calibrate the int8 decoder (CPUs with VNNI/AMX): backend "
+                       "auto then also measures it and checks every path on these frames; backend onnxruntime "
+                       "uses it (docs/benchmarks.md)")
 
 
 def predictor_from_args(args: argparse.Namespace, **overrides: Any) -> DepthPredictor:
@@ -126,7 +130,8 @@ def predictor_from_args(args: argparse.Namespace, **overrides: Any) -> DepthPred
 
     settings: dict[str, Any] = {
         "device": args.device, "precision": args.precision, "backend": args.backend,
-        "optimize": not args.no_optimize, "cache_path": args.auto_cache, **overrides,
+        "optimize": not args.no_optimize, "cache_path": args.auto_cache,
+        "calibration_images": args.calibration_images or None, **overrides,
     }
     return predictor_from_checkpoint(args.checkpoint, backbone=backbone_from_args(args),
                                      decoder=decoder_from_args(args), **settings)

@@ -19,6 +19,12 @@ import numpy as np
 import torch
 
 from ..inference.benchmarking.synthetic import synthetic_camera_image
+from ..inference.rewrites.decoder_int8 import (
+    calibration_files,
+    graph_inputs,
+    quantize_onnx_decoder_int8,
+    read_calibration_frames,
+)
 from ..inference.rewrites.export import IMAGE_INPUT, PIXELS_INPUT, ExportOptions, export_onnx, trtexec_command
 from ..inference.rewrites.quantize import quantize_onnx_int8
 from ..model import DecoderConfig, ModelConfig, SpaceClip, load_model
@@ -52,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--with-embedding", action="store_true", help="add the CLIP image embedding output")
     parser.add_argument("--int8", action="store_true",
                         help="also write NAME.int8.onnx with int8 encoder MatMuls (for ONNX Runtime on CPUs)")
+    parser.add_argument("--int8-decoder", action="store_true",
+                        help="with --int8: the decoder's convolutions in int8 too (static, calibrated on "
+                        "--calibration-images; for CPUs with VNNI/AMX; docs/benchmarks.md)")
+    parser.add_argument("--calibration-images", default="", metavar="FOLDER_OR_GLOB",
+                        help="frames from the robot's camera that calibrate --int8-decoder")
     parser.add_argument("--no-check", action="store_true",
                         help="skip running the file through onnxruntime against the torch model")
     return parser
@@ -87,10 +98,30 @@ def check_with_onnxruntime(model: SpaceClip, path: Path, options: ExportOptions)
     return {"max_abs_error_m": float(difference.max()), "median_depth_m": float(np.median(reference))}
 
 
+def quantize_decoder(model: SpaceClip, path: Path, options: ExportOptions, calibration_images: str) -> int:
+    """Quantise the decoder convolutions of the graph at ``path`` in place, calibrated on the camera frames
+    of ``calibration_images`` fed as the graph takes them; returns how many frames calibrated it."""
+    frames = read_calibration_frames(calibration_files(calibration_images))
+    takes_images = options.image_size is not None
+    name = IMAGE_INPUT if takes_images else PIXELS_INPUT
+    batch = 1 if options.dynamic_batch else options.batch_size
+    feeds = [{name: np.repeat(inputs, batch, axis=0)}
+             for inputs in graph_inputs(model, frames, takes_images, options.image_size)]
+    staged = path.with_name(path.name + ".partial")
+    try:
+        quantize_onnx_decoder_int8(path, staged, model.decoder.config, feeds)
+        staged.replace(path)
+    finally:
+        staged.unlink(missing_ok=True)
+    return len(frames)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
+        if args.int8_decoder and not (args.int8 and args.calibration_images):
+            raise ValueError("--int8-decoder needs --int8 and --calibration-images (frames from the camera)")
         options = ExportOptions(
             opset=args.opset,
             image_size=_size(args.image_size),
@@ -112,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.int8:
             int8_path = args.out.with_suffix(".int8.onnx")
             quantize_onnx_int8(args.out, int8_path)
-            print(f"wrote {int8_path} (int8 encoder MatMuls, for onnxruntime on CPUs)")
+            what = "int8 encoder MatMuls, for onnxruntime on CPUs"
+            if args.int8_decoder:
+                count = quantize_decoder(model, int8_path, options, args.calibration_images)
+                what = (f"int8 encoder MatMuls and decoder convolutions calibrated on {count} camera frames, "
+                        "for onnxruntime on CPUs with VNNI/AMX")
+            print(f"wrote {int8_path} ({what})")
     except (CheckpointError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"space-clip-export: error: {exc}", file=sys.stderr)
         return 2

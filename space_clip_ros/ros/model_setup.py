@@ -65,6 +65,7 @@ def predictor_settings(settings: DepthNodeSettings) -> dict[str, Any]:
         "optimize": settings.optimize, "exported_model": settings.exported_model,
         "cuda_graphs": settings.cuda_graphs, "output_size": output_size(settings),
         "cache_path": settings.auto_cache, "torch_only": needs_torch(settings),
+        "calibration_images": settings.calibration_images or None,
     }
     return arguments
 

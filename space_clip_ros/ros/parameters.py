@@ -158,6 +158,15 @@ NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         _MODEL, read_only=True,
     ),
     ParameterSpec(
+        "calibration_images", "",
+        "Frames from this camera (a folder of PNG/JPEG images, or a glob) that calibrate the int8 decoder. "
+        "With two or more, on a CPU with VNNI/AMX int8 dot products, backend auto also measures onnxruntime "
+        "with an int8 decoder (calibrated on every other frame) and checks every path's depth on the other "
+        "frames too; backend onnxruntime uses the int8 decoder, calibrated on all of them. Empty: no int8 "
+        "decoder (calibrated on synthetic frames it fails on real cameras; docs/benchmarks.md).",
+        _MODEL, read_only=True,
+    ),
+    ParameterSpec(
         "exported_model", "",
         "File made by space-clip-export for the onnxruntime backend (.onnx) or the tensorrt backend (.onnx or "
         "a serialised .engine/.plan). Empty: export the loaded model in memory at start-up.",
@@ -305,6 +314,7 @@ class DepthNodeSettings:
     optimize: bool
     cuda_graphs: bool
     auto_cache: str
+    calibration_images: str
     exported_model: str
     image_transport: str
     qos_depth: int

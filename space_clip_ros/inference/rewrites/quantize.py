@@ -54,7 +54,7 @@ ENCODER_NODE_PREFIX = "/model/backbone/"  # node names of the encoder in graphs 
 
 
 @contextlib.contextmanager
-def _quiet_root_logger():
+def quiet_root_logger():
     """ONNX Runtime's quantiser logs a line per tensor, and generic advice, on the root logger; keep
     that out of our logs (its errors still pass)."""
     root = logging.getLogger()
@@ -100,7 +100,7 @@ def quantize_onnx_int8(
         raise ValueError(
             f"{source} has no encoder MatMul nodes named '{node_prefix}...' (not a space-clip-export graph?)"
         )
-    with _quiet_root_logger():
+    with quiet_root_logger():
         quantize_dynamic(
             str(source),
             str(destination),

@@ -4,7 +4,8 @@ On first use for a (machine, model, sizes, software) combination, :func:`select_
 
 1. lists the candidate paths valid on the device (:func:`candidate_paths`): on a CPU the torch
    backend with an int8 encoder and an fp32 or (with bf16 arithmetic in hardware) bf16 decoder,
-   ONNX Runtime with an int8 encoder or in fp32; on CUDA torch in fp16 / bf16, with and without
+   ONNX Runtime with an int8 encoder (and, with VNNI / AMX int8 dot products, an int8 decoder
+   too) or in fp32; on CUDA torch in fp16 / bf16, with and without
    CUDA graphs, torch.compile, and TensorRT when it is importable;
 2. builds each (a candidate that fails to build or run is skipped, its reason logged), runs it on
    a few synthetic camera frames and compares its depth with the fp32 model's on the same frames
@@ -46,7 +47,8 @@ from ...fileio import atomic_write_text
 from ...model import BackboneConfig, CheckpointRecord, DecoderConfig, SpaceClip, load_model
 from ..benchmarking.synthetic import synthetic_camera_image
 from ..benchmarking.timing import device_synchronizer, time_interleaved, torch_threads
-from .cpu_features import bf16_supported, cpu_model_and_flags
+from ..rewrites.decoder_int8 import calibration_files, read_calibration_frames
+from .cpu_features import bf16_supported, cpu_model_and_flags, has_int8_dot_product
 from .memory import return_freed_memory_to_os
 from .options import InferenceOptions, inference_options, physical_cores, resolve_auto, unoptimized_options
 from .predictor import DepthPredictor
@@ -74,6 +76,8 @@ class InferencePath:
         precision: fp32, or fp16 / bf16 (CUDA: the model's; CPU bf16: the torch path's bf16
             decoder and attention inside an fp32 model).
         int8: int8 encoder (CPU: torch's dynamic int8 Linear layers, ONNX Runtime's int8 MatMuls).
+        int8_decoder: ONNX Runtime on a CPU: static int8 for most of the decoder's convolutions too
+            (``rewrites.decoder_int8``).
         cuda_graphs: torch on CUDA: replay captured CUDA graphs.
         compile_mode: torch: ``torch.compile`` mode, or none.
         optimize: False: the exact model, torch eager fp32, nothing re-written (the fallback).
@@ -82,6 +86,7 @@ class InferencePath:
     backend: str
     precision: str = "fp32"
     int8: bool = False
+    int8_decoder: bool = False
     cuda_graphs: bool = False
     compile_mode: str = "none"
     optimize: bool = True
@@ -91,7 +96,7 @@ class InferencePath:
         """Short name, e.g. ``torch int8 bf16``, ``onnxruntime fp32``, ``torch fp16 cuda-graphs``."""
         if not self.optimize:
             return f"{self.backend} fp32 exact"
-        parts = [self.backend] + (["int8"] if self.int8 else [])
+        parts = [self.backend] + (["int8"] if self.int8 else []) + (["int8-decoder"] if self.int8_decoder else [])
         if self.precision != "fp32" or not self.int8:
             parts.append(self.precision)
         if self.cuda_graphs:
@@ -100,8 +105,10 @@ class InferencePath:
             parts.append(f"compile-{self.compile_mode}")
         return " ".join(parts)
 
-    def options(self, device: torch.device, threads: int | None = None) -> InferenceOptions:
-        """The predictor options of this path on ``device`` (the one rule of ``inference_options``)."""
+    def options(self, device: torch.device, threads: int | None = None,
+                calibration_images: Sequence[str | os.PathLike] = ()) -> InferenceOptions:
+        """The predictor options of this path on ``device`` (the one rule of ``inference_options``);
+        ``calibration_images``: the camera frames an ``int8_decoder`` path is calibrated on."""
         if not self.optimize:
             return unoptimized_options(self.backend)
         options = inference_options(self.backend, device, True, precision=self.precision,
@@ -109,7 +116,11 @@ class InferencePath:
         return dataclasses.replace(
             options,
             torch=dataclasses.replace(options.torch, quantize_encoder_int8=self.int8 and device.type == "cpu"),
-            onnxruntime=dataclasses.replace(options.onnxruntime, quantize_int8=self.int8),
+            onnxruntime=dataclasses.replace(
+                options.onnxruntime, quantize_int8=self.int8,
+                quantize_decoder_int8=self.int8_decoder and device.type == "cpu",
+                calibration_images=tuple(str(path) for path in calibration_images) if self.int8_decoder else (),
+            ),
             tensorrt=dataclasses.replace(options.tensorrt, fp16=self.precision == "fp16"),
         )
 
@@ -125,17 +136,22 @@ class InferencePath:
 EXACT_PATH = InferencePath("torch", optimize=False)
 
 
-def candidate_paths(device: torch.device, precision: str = "auto") -> list[InferencePath]:
+def candidate_paths(device: torch.device, precision: str = "auto", calibrated: bool = False) -> list[InferencePath]:
     """The paths ``auto`` measures on ``device``; ``precision`` other than ``auto`` keeps only its own.
 
     bf16 is offered on a CPU only with bf16 arithmetic in hardware (:func:`bf16_supported`), on CUDA
-    only where the GPU has it; TensorRT only where the ``tensorrt`` package is importable.
+    only where the GPU has it; TensorRT only where the ``tensorrt`` package is importable; the int8
+    decoder only on a CPU with int8 dot products and with camera frames to calibrate it on
+    (``calibrated``; ``rewrites.decoder_int8``).
     """
     if device.type == "cpu":
         paths = [InferencePath("torch", "fp32", int8=True)]
         if bf16_supported():
             paths.append(InferencePath("torch", "bf16", int8=True))
-        paths += [InferencePath("onnxruntime", "fp32", int8=True), InferencePath("onnxruntime", "fp32")]
+        paths.append(InferencePath("onnxruntime", "fp32", int8=True))
+        if calibrated and has_int8_dot_product():  # u8 x s8 convolutions sum exactly and fast only there
+            paths.append(InferencePath("onnxruntime", "fp32", int8=True, int8_decoder=True))
+        paths.append(InferencePath("onnxruntime", "fp32"))
     else:
         precisions = ["fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
         paths = []
@@ -242,8 +258,10 @@ def cache_key(
     output_size: tuple[int, int],
     threads: int | None = None,
     paths: Sequence[InferencePath] = (),
+    camera_frames: Sequence[str | os.PathLike] = (),
 ) -> dict[str, Any]:
-    """Everything a cached choice depends on (see the module notes), with the candidates measured."""
+    """Everything a cached choice depends on (see the module notes), with the candidates measured and
+    the camera frames (by name, size and time) that calibrated and checked them."""
     return {
         "version": CACHE_VERSION,
         "machine": machine_identity(device),
@@ -253,8 +271,32 @@ def cache_key(
         "precision": precision,
         "threads": threads,
         "candidates": [path.name for path in paths],
+        "camera_frames": _files_identity(camera_frames),
         "software": {name: _package_version(name) for name in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")},
     }
+
+
+def _files_identity(files: Sequence[str | os.PathLike]) -> str | None:
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for name in files:
+        stat = Path(name).stat()
+        digest.update(f"{Path(name).resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return "sha256:" + digest.hexdigest()[:24]
+
+
+def split_camera_frames(source: str | os.PathLike | None) -> tuple[list[Path], list[Path]]:
+    """(frames to calibrate on, frames to check on) of a folder or glob of camera frames: every other
+    frame each; ([], []) for none, or for a single frame (with a warning: nothing would be left to check)."""
+    if not source:
+        return [], []
+    files = calibration_files(source)
+    if len(files) < 2:
+        logger.warning("backend auto: calibration images %s: one frame only; the int8 decoder needs two or more "
+                       "(half to calibrate, half to check the depth on), so it is not measured", source)
+        return [], []
+    return files[0::2], files[1::2]
 
 
 def key_hash(key: Mapping[str, Any]) -> str:
@@ -331,21 +373,25 @@ def select_predictor(
     measure: Measure | None = None,
     tolerance: DepthTolerance = DEPTH_TOLERANCE,
     frames: int = CHECK_FRAMES,
+    calibration_images: str | os.PathLike | None = None,
 ) -> DepthPredictor:
     """A predictor on the fastest valid path for ``model`` on ``device`` (see the module notes).
 
     The returned predictor's ``auto_choice`` is the :class:`AutoChoice`. ``cache`` None: measure
     and remember nothing. ``candidates``, ``build`` and ``measure`` replace the device's candidate
-    list, the predictor construction and the timing (tests inject them).
+    list, the predictor construction and the timing (tests inject them). ``calibration_images``: a
+    folder or glob of frames from the camera; with two or more, the int8-decoder path is a candidate
+    (calibrated on every other frame), and every candidate is also checked on the remaining frames.
     """
     device = resolve_device(device) if isinstance(device, str) else device
     size = tuple(output_size or DEFAULT_OUTPUT_SIZE)
-    paths = list(candidates) if candidates is not None else candidate_paths(device, precision)
+    calibrate, check = split_camera_frames(calibration_images)
+    paths = list(candidates) if candidates is not None else candidate_paths(device, precision, bool(calibrate))
     if build is None:
         def build(path: InferencePath) -> DepthPredictor:
             return DepthPredictor(model, device=str(device), precision=path.precision, record=record,
-                                  options=path.options(device, threads))
-    key = cache_key(model, record, device, precision, size, threads, paths)
+                                  options=path.options(device, threads, calibrate))
+    key = cache_key(model, record, device, precision, size, threads, paths, calibrate + check)
     digest = key_hash(key)
     entry = cache.get(digest) if cache is not None else None
     if entry is not None:
@@ -362,7 +408,8 @@ def select_predictor(
                                                    entry.get("measured_at", ""))
                 logger.info("backend auto: %s", predictor.auto_choice.describe())
                 return predictor
-    predictor, choice = _measure_and_choose(model, record, device, size, paths, build, measure, tolerance, frames)
+    predictor, choice = _measure_and_choose(model, record, device, size, paths, build, measure, tolerance, frames,
+                                            read_calibration_frames(check))
     if cache is not None:
         choice.cache_file = str(cache.path)
         cache.put(digest, choice.to_entry(key))
@@ -381,15 +428,18 @@ def _measure_and_choose(
     measure: Measure | None,
     tolerance: DepthTolerance,
     frames: int,
+    camera_frames: Sequence[np.ndarray] = (),
 ) -> tuple[DepthPredictor, AutoChoice]:
     logger.info("backend auto: measuring %d candidate path(s) on %s at %dx%d depth (once; the choice is cached): %s",
                 len(paths), device, size[1], size[0], ", ".join(path.name for path in paths))
     images = [synthetic_camera_image(*size, seed=seed)[None] for seed in range(max(1, frames))]
+    # the depth is checked on the camera's own frames too, where given (timing stays on the first frame)
+    checked = images + [frame[None] for frame in camera_frames]
     start_threads = torch.get_num_threads()
     reference = DepthPredictor(model, device=str(device), precision="fp32", record=record,
                                options=unoptimized_options("torch"))
     with torch.inference_mode():
-        expected = torch.cat([reference.infer(image, size).depth.float().cpu() for image in images])
+        expected = torch.cat([reference.infer(image, size).depth.float().cpu() for image in checked])
     del reference
     outcomes: dict[str, str] = {}
     runners: dict[str, tuple[InferencePath, DepthPredictor, Callable[..., object]]] = {}
@@ -399,7 +449,7 @@ def _measure_and_choose(
             predictor = build(path)
             run = _thread_bound(predictor, torch.get_num_threads())
             with torch.inference_mode():
-                depth = torch.cat([run(image, size).float().cpu() for image in images])
+                depth = torch.cat([run(image, size).float().cpu() for image in checked])
         except Exception as exc:  # noqa: BLE001 - a candidate that cannot build or run is skipped, said why
             outcomes[path.name] = f"failed: {type(exc).__name__}: {exc}"
             logger.info("backend auto: %s skipped: %s", path.name, outcomes[path.name][len("failed: "):])
@@ -465,6 +515,7 @@ def predictor_for(
     output_size: tuple[int, int] | None = None,
     cache_path: str | os.PathLike | None = "",
     torch_only: bool = False,
+    calibration_images: str | os.PathLike | None = None,
     **select_arguments: Any,
 ) -> DepthPredictor:
     """The predictor a user's settings ask for, in one rule (node parameters, tool flags, Python):
@@ -476,7 +527,10 @@ def predictor_for(
 
     ``precision="auto"``: every precision for ``auto``, else fp16 on CUDA and fp32 on a CPU.
     ``torch_only``: ``auto`` measures the torch backend's paths only (outputs that need the decoder's
-    auxiliary heads, such as the confidence map).
+    auxiliary heads, such as the confidence map). ``calibration_images`` (a folder or glob of camera
+    frames): ``auto`` also measures the int8-decoder path (and checks every path on those frames);
+    a forced ``onnxruntime`` backend with ``optimize`` uses the int8 decoder, calibrated on all of them,
+    where the CPU has int8 dot products.
     """
     resolved = resolve_device(device)
     if backend == "auto" and optimize and not exported_model and compile_mode == "none" and not cuda_graphs:
@@ -485,7 +539,7 @@ def predictor_for(
             paths = candidate_paths(resolved, precision)
             select_arguments["candidates"] = [path for path in paths if path.backend == "torch"]
         return select_predictor(model, record, resolved, precision, output_size=output_size, threads=threads,
-                                cache=cache, **select_arguments)
+                                cache=cache, calibration_images=calibration_images, **select_arguments)
     if backend == "auto" and exported_model:
         raise ValueError("exported_model needs backend onnxruntime or tensorrt, not auto")
     if backend == "auto" and not optimize:
@@ -495,7 +549,27 @@ def predictor_for(
     precision, backend = resolve_auto(resolved, precision, backend)
     options = inference_options(backend, resolved, optimize, precision=precision, exported_model=exported_model,
                                 compile_mode=compile_mode, cuda_graphs=cuda_graphs, threads=threads)
+    if calibration_images:
+        options = _with_int8_decoder(options, resolved, optimize and not exported_model, calibration_images)
     return DepthPredictor(model, device=str(resolved), precision=precision, record=record, options=options)
+
+
+def _with_int8_decoder(options: InferenceOptions, device: torch.device, applies: bool,
+                       calibration_images: str | os.PathLike) -> InferenceOptions:
+    """A forced onnxruntime fast path with the int8 decoder calibrated on ``calibration_images``, where
+    the CPU has int8 dot products; any other forced path runs as it is (and says so)."""
+    if not (applies and options.backend == "onnxruntime" and device.type == "cpu"):
+        logger.warning("calibration images %s: used by backend auto, and by backend onnxruntime with optimize on "
+                       "a CPU (without an exported_model); this %s path does not use them",
+                       calibration_images, options.backend)
+        return options
+    if not has_int8_dot_product():
+        logger.warning("calibration images %s: this CPU has no VNNI / AMX int8 dot products, so the decoder stays "
+                       "float (rewrites.decoder_int8)", calibration_images)
+        return options
+    files = tuple(str(path) for path in calibration_files(calibration_images))
+    return dataclasses.replace(options, onnxruntime=dataclasses.replace(
+        options.onnxruntime, quantize_decoder_int8=True, calibration_images=files))
 
 
 def predictor_from_checkpoint(

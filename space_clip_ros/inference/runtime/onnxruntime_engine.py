@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ...model import SpaceClip
+from ..rewrites.decoder_int8 import graph_inputs, quantize_onnx_decoder_int8, read_calibration_frames
 from ..rewrites.export import (
     DEPTH_OUTPUT,
     EMBEDDING_OUTPUT,
@@ -80,30 +81,71 @@ def int8_signed_weights(options: OnnxRuntimeOptions) -> bool:
     return has_int8_dot_product()
 
 
-def _whole_model_bytes(model: SpaceClip, quantize_int8: bool, signed_weights: bool = False) -> bytes:
-    """Export ``model`` (pixels in, native depth + embedding out, dynamic batch) and return the ONNX bytes."""
-    options = ExportOptions(dynamic_batch=True, with_embedding=True)
-    if not quantize_int8:
+def _calibration_pixels(model: SpaceClip, options: OnnxRuntimeOptions) -> list[np.ndarray]:
+    """The calibration frames of ``options`` as the exported graph's pixels input."""
+    if not options.calibration_images:
+        raise ValueError(
+            "quantize_decoder_int8 needs calibration_images: frames from the camera (synthetic frames give "
+            "activation ranges that real frames exceed; rewrites.decoder_int8)"
+        )
+    return graph_inputs(model, read_calibration_frames(options.calibration_images), takes_images=False)
+
+
+def _whole_model_bytes(model: SpaceClip, options: OnnxRuntimeOptions) -> bytes:
+    """Export ``model`` (pixels in, native depth + embedding out, dynamic batch), quantised as
+    ``options`` ask, and return the ONNX bytes."""
+    export_options = ExportOptions(dynamic_batch=True, with_embedding=True)
+    if not (options.quantize_int8 or options.quantize_decoder_int8):
         buffer = io.BytesIO()
-        export_onnx(model, buffer, options)
+        export_onnx(model, buffer, export_options)
         return buffer.getvalue()
     with tempfile.TemporaryDirectory(prefix="space_clip_onnx_") as folder:
-        float_path, int8_path = Path(folder) / "model.onnx", Path(folder) / "model_int8.onnx"
-        export_onnx(model, float_path, options)
-        quantize_onnx_int8(float_path, int8_path, signed_weights=signed_weights)
-        return int8_path.read_bytes()
+        path = Path(folder) / "model.onnx"
+        export_onnx(model, path, export_options)
+        if options.quantize_int8:
+            quantized = Path(folder) / "model_int8.onnx"
+            quantize_onnx_int8(path, quantized, signed_weights=int8_signed_weights(options))
+            path = quantized
+        if options.quantize_decoder_int8:
+            quantized = Path(folder) / "model_int8_decoder.onnx"
+            feeds = [{PIXELS_INPUT: pixels} for pixels in _calibration_pixels(model, options)]
+            quantize_onnx_decoder_int8(path, quantized, model.decoder.config, feeds)
+            path = quantized
+        return path.read_bytes()
 
 
-def _part_bytes(model: SpaceClip, quantize_int8: bool, signed_weights: bool = False) -> tuple[bytes, bytes]:
-    """Encoder and decoder graphs (the encoder's weight MatMuls in int8 when asked)."""
+def _part_bytes(model: SpaceClip, options: OnnxRuntimeOptions) -> tuple[bytes, bytes]:
+    """Encoder and decoder graphs, quantised as ``options`` ask."""
     with tempfile.TemporaryDirectory(prefix="space_clip_onnx_") as folder:
         encoder_path, decoder_path = Path(folder) / "encoder.onnx", Path(folder) / "decoder.onnx"
         export_parts(model, encoder_path, decoder_path)
-        if quantize_int8:
+        if options.quantize_decoder_int8:
+            # The decoder graph is calibrated on the float encoder's features of the calibration frames.
+            encoder = make_session(str(encoder_path), torch.device("cpu"), options)
+            names = part_input_names(model)
+            feeds = [dict(zip(names, encoder.run(names, {PIXELS_INPUT: pixels})))
+                     for pixels in _calibration_pixels(model, options)]
+            del encoder
+            quantized = Path(folder) / "decoder_int8.onnx"
+            quantize_onnx_decoder_int8(decoder_path, quantized, model.decoder.config, feeds)
+            decoder_path = quantized
+        if options.quantize_int8:
             quantized = Path(folder) / "encoder_int8.onnx"
-            quantize_onnx_int8(encoder_path, quantized, node_prefix="/backbone/", signed_weights=signed_weights)
+            quantize_onnx_int8(encoder_path, quantized, node_prefix="/backbone/",
+                               signed_weights=int8_signed_weights(options))
             encoder_path = quantized
         return encoder_path.read_bytes(), decoder_path.read_bytes()
+
+
+def quantization_summary(options: OnnxRuntimeOptions) -> str:
+    """What the on-the-fly export quantises, for log lines and ``describe``."""
+    parts = []
+    if options.quantize_int8:
+        parts.append(f"int8 encoder MatMuls (u8 x {'s8' if int8_signed_weights(options) else 'u8'})")
+    if options.quantize_decoder_int8:
+        count = len(options.calibration_images)
+        parts.append(f"int8 decoder convolutions (static, calibrated on {count} camera frames)")
+    return ", ".join(parts)
 
 
 class OnnxRuntimeEngine:
@@ -121,10 +163,9 @@ class OnnxRuntimeEngine:
             source: str | bytes = str(options.model_path)
             self.origin = f"file {options.model_path}"
         elif model is not None:
-            signed = options.quantize_int8 and int8_signed_weights(options)
-            source = _whole_model_bytes(model, options.quantize_int8, signed)
-            int8 = f", int8 encoder MatMuls (u8 x {'s8' if signed else 'u8'})" if options.quantize_int8 else ""
-            self.origin = "exported on the fly" + int8
+            source = _whole_model_bytes(model, options)
+            summary = quantization_summary(options)
+            self.origin = "exported on the fly" + (f", {summary}" if summary else "")
         else:
             raise ValueError("the onnxruntime backend needs a model to export or an ONNX model_path")
         self.session = make_session(source, device, options)
@@ -207,8 +248,7 @@ class OnnxRuntimeEngine:
         return self._split
 
     def _make_split_runners(self) -> tuple[Callable, Callable]:
-        encoder_bytes, decoder_bytes = _part_bytes(self._model, self.options.quantize_int8,
-                                                   self.options.quantize_int8 and int8_signed_weights(self.options))
+        encoder_bytes, decoder_bytes = _part_bytes(self._model, self.options)
         encoder = make_session(encoder_bytes, self.device, self.options)
         decoder = make_session(decoder_bytes, self.device, self.options)
         del encoder_bytes, decoder_bytes

@@ -87,6 +87,12 @@ class OnnxRuntimeOptions:
         int8_signed_weights: with ``quantize_int8``, s8 weights (u8 x s8 products) instead of u8;
             ``None``: s8 where the CPU sums int8 products exactly and fastest (VNNI, AMX), u8
             elsewhere (``rewrites.quantize``).
+        quantize_decoder_int8: static int8 for the decoder's convolutions too, except the
+            full-resolution stage, the depth heads and the token projections, with activation ranges
+            calibrated on ``calibration_images`` (``rewrites.decoder_int8``); for CPUs with VNNI /
+            AMX int8 dot products.
+        calibration_images: image files from the camera that calibrate ``quantize_decoder_int8``
+            (``rewrites.decoder_int8.calibration_files`` lists a folder or a glob).
         intra_op_threads: threads per operator; ``0`` means the number of physical cores.
         allow_spinning: let idle worker threads spin between runs. Off by default: a robot's
             cores are shared with other nodes, and spinning threads take their time (measured here
@@ -104,6 +110,8 @@ class OnnxRuntimeOptions:
     model_path: str | None = None
     quantize_int8: bool = False
     int8_signed_weights: bool | None = None
+    quantize_decoder_int8: bool = False
+    calibration_images: tuple[str, ...] = ()
     intra_op_threads: int = 0
     allow_spinning: bool = False
     providers: tuple[str, ...] | None = None
