@@ -29,7 +29,13 @@ from space_clip_ros.inference.runtime.auto_select import (
     select_predictor,
 )
 from space_clip_ros.inference.runtime.cpu_features import bf16_supported, cpu_model_and_flags
-from space_clip_ros.inference.runtime.options import BACKEND_CHOICES, PRECISION_CHOICES, InferenceOptions, TorchOptions
+from space_clip_ros.inference.runtime.options import (
+    BACKEND_CHOICES,
+    PRECISION_CHOICES,
+    InferenceOptions,
+    OnnxRuntimeOptions,
+    TorchOptions,
+)
 from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.inference.runtime.tolerance import DEPTH_TOLERANCE, depth_agreement
 from space_clip_ros.model import SpaceClip, make_record
@@ -217,9 +223,26 @@ def test_forced_and_exact_settings_do_not_measure(tiny_model):
 def test_candidates_of_a_cpu():
     names = [path.name for path in candidate_paths(torch.device("cpu"))]
     assert names[:1] == ["torch int8"] and {"onnxruntime int8", "onnxruntime fp32"} <= set(names)
+    assert "onnxruntime int8 spinning" in names and "onnxruntime fp32 spinning" not in names
+    spinning = next(path for path in candidate_paths(torch.device("cpu")) if path.spinning)
+    assert spinning.options(torch.device("cpu")).onnxruntime.allow_spinning
+    assert not InferencePath("onnxruntime", "fp32", int8=True).options(torch.device("cpu")).onnxruntime.allow_spinning
     assert ("torch int8 bf16" in names) == bf16_supported()
     assert [path.name for path in candidate_paths(torch.device("cpu"), "fp32")] == [
         name for name in names if "bf16" not in name]
+
+
+def test_onnxruntime_sessions_stop_spinning_when_a_run_ends(monkeypatch):
+    import onnxruntime
+
+    from space_clip_ros.inference.runtime.onnxruntime_engine import make_session
+
+    opened = []
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda source, options, providers: opened.append(options))
+    for spin in (False, True):
+        make_session(b"", torch.device("cpu"), dataclasses.replace(OnnxRuntimeOptions(), allow_spinning=spin))
+    assert [o.get_session_config_entry("session.intra_op.allow_spinning") for o in opened] == ["0", "1"]
+    assert {o.get_session_config_entry("session.force_spinning_stop") for o in opened} == {"1"}
 
 
 def test_the_tools_offer_the_runtime_choices():

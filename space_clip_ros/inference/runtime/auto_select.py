@@ -4,8 +4,9 @@ On first use for a (machine, model, sizes, software) combination, :func:`select_
 
 1. lists the candidate paths valid on the device (:func:`candidate_paths`): on a CPU the torch
    backend with an int8 encoder and an fp32 or (with bf16 arithmetic in hardware) bf16 decoder,
-   ONNX Runtime with an int8 encoder (and, with VNNI / AMX int8 dot products, an int8 decoder
-   too) or in fp32; on CUDA torch in fp16 / bf16, with and without
+   ONNX Runtime with an int8 encoder (and, given camera frames on a CPU with VNNI / AMX int8 dot
+   products, an int8 decoder too), with its worker threads sleeping or spinning within a run, or
+   in fp32; on CUDA torch in fp16 / bf16, with and without
    CUDA graphs, torch.compile, and TensorRT when it is importable;
 2. builds each (a candidate that fails to build or run is skipped, its reason logged), runs it on
    a few synthetic camera frames and compares its depth with the fp32 model's on the same frames
@@ -78,6 +79,8 @@ class InferencePath:
         int8: int8 encoder (CPU: torch's dynamic int8 Linear layers, ONNX Runtime's int8 MatMuls).
         int8_decoder: ONNX Runtime on a CPU: static int8 for most of the decoder's convolutions too
             (``rewrites.decoder_int8``).
+        spinning: ONNX Runtime: worker threads spin within a run (``OnnxRuntimeOptions.allow_spinning``):
+            faster on idle cores, slower on busy ones, so measured both ways.
         cuda_graphs: torch on CUDA: replay captured CUDA graphs.
         compile_mode: torch: ``torch.compile`` mode, or none.
         optimize: False: the exact model, torch eager fp32, nothing re-written (the fallback).
@@ -87,6 +90,7 @@ class InferencePath:
     precision: str = "fp32"
     int8: bool = False
     int8_decoder: bool = False
+    spinning: bool = False
     cuda_graphs: bool = False
     compile_mode: str = "none"
     optimize: bool = True
@@ -103,6 +107,8 @@ class InferencePath:
             parts.append("cuda-graphs")
         if self.compile_mode != "none":
             parts.append(f"compile-{self.compile_mode}")
+        if self.spinning:
+            parts.append("spinning")
         return " ".join(parts)
 
     def options(self, device: torch.device, threads: int | None = None,
@@ -120,6 +126,7 @@ class InferencePath:
                 options.onnxruntime, quantize_int8=self.int8,
                 quantize_decoder_int8=self.int8_decoder and device.type == "cpu",
                 calibration_images=tuple(str(path) for path in calibration_images) if self.int8_decoder else (),
+                allow_spinning=self.spinning,
             ),
             tensorrt=dataclasses.replace(options.tensorrt, fp16=self.precision == "fp16"),
         )
@@ -148,9 +155,11 @@ def candidate_paths(device: torch.device, precision: str = "auto", calibrated: b
         paths = [InferencePath("torch", "fp32", int8=True)]
         if bf16_supported():
             paths.append(InferencePath("torch", "bf16", int8=True))
-        paths.append(InferencePath("onnxruntime", "fp32", int8=True))
+        int8_paths = [InferencePath("onnxruntime", "fp32", int8=True)]
         if calibrated and has_int8_dot_product():  # u8 x s8 convolutions sum exactly and fast only there
-            paths.append(InferencePath("onnxruntime", "fp32", int8=True, int8_decoder=True))
+            int8_paths.append(InferencePath("onnxruntime", "fp32", int8=True, int8_decoder=True))
+        for path in int8_paths:  # spinning wins on idle cores and loses on busy ones: measure both
+            paths += [path, dataclasses.replace(path, spinning=True)]
         paths.append(InferencePath("onnxruntime", "fp32"))
     else:
         precisions = ["fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])

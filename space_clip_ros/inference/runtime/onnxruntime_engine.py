@@ -68,6 +68,8 @@ def make_session(source: str | bytes, device: torch.device, options: OnnxRuntime
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session_options.intra_op_num_threads = options.intra_op_threads or physical_cores()
     session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
+    # spinning, when allowed, ends with each run (a key older versions ignore: they spin a little longer)
+    session_options.add_session_config_entry("session.force_spinning_stop", "1")
     providers = list(options.providers or _default_providers(ort, device))
     return ort.InferenceSession(source, session_options, providers=providers)
 

@@ -94,10 +94,12 @@ class OnnxRuntimeOptions:
         calibration_images: image files from the camera that calibrate ``quantize_decoder_int8``
             (``rewrites.decoder_int8.calibration_files`` lists a folder or a glob).
         intra_op_threads: threads per operator; ``0`` means the number of physical cores.
-        allow_spinning: let idle worker threads spin between runs. Off by default: a robot's
-            cores are shared with other nodes, and spinning threads take their time (measured here
-            with other processes on the cores: 30 % slower with spinning; on idle cores one
-            session gained nothing measurable from spinning, 353-380 ms per frame either way).
+        allow_spinning: let the worker threads spin while a run is in progress, waiting for the next
+            operator's work instead of sleeping between operators; they stop spinning when the run
+            ends (``session.force_spinning_stop``), so no core is taken between frames. Faster on
+            idle cores, slower on busy ones (Zen 5, 2 cores, int8 encoder and decoder: 76.6 vs
+            86.1 ms idle; 193 vs 154 ms median beside two busy processes), so off by default and
+            measured both ways by ``auto`` on the ONNX Runtime int8 paths.
         providers: execution providers in order of preference; ``None`` picks CUDA for a CUDA
             device when onnxruntime-gpu is installed, else the CPU provider.
         torch_threads: intra-op threads of torch for its work around the graph (frame to float,
