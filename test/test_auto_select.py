@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from space_clip_ros.data.formats import write_rgb
 from space_clip_ros.inference.benchmarking.synthetic import make_decoder_realistic, synthetic_camera_image
 from space_clip_ros.inference.rewrites.attention import SdpaSelfAttention
 from space_clip_ros.inference.runtime import auto_select
@@ -345,8 +346,17 @@ def test_node_parameters_default_to_auto_and_feed_the_diagnostics(tmp_path, monk
     assert predictor_settings(confidence)["torch_only"] is True  # the confidence map runs auxiliary heads
     sized = DepthNodeSettings.from_values({"output_width": 320, "output_height": 240})
     assert predictor_settings(sized)["output_size"] == (240, 320)
+    assert predictor_settings(defaults)["calibration_images"] is None
+    framed = DepthNodeSettings.from_values({"calibration_images": str(tmp_path / "frames")})
+    assert predictor_settings(framed)["calibration_images"] == str(tmp_path / "frames")
 
-    monkeypatch.setattr(auto_select, "candidate_paths", lambda device, precision="auto", calibrated=False: [TORCH_INT8])
+    calibrated: list[bool] = []
+
+    def candidates(device, precision="auto", calibrated_flag=False):
+        calibrated.append(calibrated_flag)
+        return [TORCH_INT8]
+
+    monkeypatch.setattr(auto_select, "candidate_paths", candidates)
     settings = DepthNodeSettings.from_values({"device": "cpu", "vision_overrides": json.dumps(TINY_VISION_OVERRIDES),
                                               "auto_cache": str(tmp_path / "auto.json")})
     predictor = build_predictor(settings)
@@ -355,6 +365,11 @@ def test_node_parameters_default_to_auto_and_feed_the_diagnostics(tmp_path, monk
     assert float(facts[KEY_PATH_LATENCY]) > 0
     again = model_facts(build_predictor(settings), "")
     assert again[KEY_INFERENCE_PATH] == "torch int8 (backend auto, cached)"
+    assert calibrated == [False, False]
+    for seed in range(2):
+        write_rgb(tmp_path / "frames" / f"{seed}.png", synthetic_camera_image(48, 64, seed=seed))
+    build_predictor(settings.replace(calibration_images=str(tmp_path / "frames")))
+    assert calibrated[-1] is True, "the node's calibration_images reach backend auto"
     forced = model_facts(build_predictor(settings.replace(backend="torch", optimize=False)), "")
     assert forced[KEY_INFERENCE_PATH].endswith("(forced by the parameters)")
     assert forced[KEY_PATH_LATENCY] == "not measured"
