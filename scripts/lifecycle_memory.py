@@ -42,11 +42,8 @@ def change_state(client: SpinningNode, node: str, transition: int, timeout: floa
     request = ChangeState.Request()
     request.transition.id = transition
     future = service.call_async(request)
-    deadline = time.monotonic() + timeout
-    while not future.done():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no answer to transition {transition}")
-        time.sleep(0.05)
+    if not processes.wait_until(future.done, timeout):
+        raise RuntimeError(f"no answer to transition {transition}")
     client.node.destroy_client(service)
     return future.result().success
 
