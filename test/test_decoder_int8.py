@@ -20,11 +20,15 @@ import torch
 from space_clip_ros.cli.export import main as export_main
 from space_clip_ros.data.formats import write_rgb
 from space_clip_ros.inference.benchmarking.synthetic import make_decoder_realistic, synthetic_camera_image
+from space_clip_ros.inference.rewrites import decoder_int8 as decoder_int8_module
 from space_clip_ros.inference.rewrites.decoder_int8 import (
+    CalibrationFrameRecorder,
     calibration_files,
     decoder_int8_convolutions,
     float_decoder_part,
     graph_inputs,
+    has_calibration_frames,
+    kept_frames_folder,
     quantize_onnx_decoder_int8,
     read_calibration_frames,
 )
@@ -260,3 +264,67 @@ def test_export_cli_writes_an_int8_decoder_calibrated_on_camera_frames(tmp_path,
     int8, _floating = int8_convolution_weights(out.with_suffix(".int8.onnx"))
     assert int8 == set(decoder_int8_convolutions(out, model.decoder.config)) and int8
     assert not list(tmp_path.glob("*.partial"))
+
+
+# ---- calibration_images: auto (the node keeps its camera's frames for the next start) --------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_recorder_keeps_spaced_frames_and_shows_only_a_whole_set(tmp_path):
+    clock = FakeClock()
+    folder = tmp_path / "camera_frames" / "robot__depth"
+    (folder.parent / "robot__depth.partial").mkdir(parents=True)
+    (folder.parent / "robot__depth.partial" / "frame_007.png").write_bytes(b"left by an interrupted run")
+    recorder = CalibrationFrameRecorder(folder, count=3, interval_s=1.0, clock=clock)
+    frames = [synthetic_camera_image(24, 32, seed=seed) for seed in range(5)]
+    assert recorder.offer(frames[0]) is False and not folder.exists()
+    clock.now = 0.5
+    assert recorder.offer(frames[1]) is False  # too soon: not kept
+    clock.now = 1.0
+    assert recorder.offer(frames[2]) is False and not folder.exists(), "half a set is never visible"
+    assert not has_calibration_frames(folder)
+    clock.now = 2.5
+    assert recorder.offer(frames[3]) is True and recorder.done
+    kept = calibration_files(folder)
+    assert [path.name for path in kept] == ["frame_000.png", "frame_001.png", "frame_002.png"]
+    np.testing.assert_array_equal(read_calibration_frames(kept[1:2])[0], frames[2])  # PNG: lossless
+    assert has_calibration_frames(folder) and not folder.with_name("robot__depth.partial").exists()
+    clock.now = 10.0
+    assert recorder.offer(frames[4]) is False and len(calibration_files(folder)) == 3
+
+
+def test_the_recorder_stops_with_a_warning_when_it_cannot_write(tmp_path, caplog):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the folder should go")
+    recorder = CalibrationFrameRecorder(blocker / "node", count=2, interval_s=0.0)
+    with caplog.at_level(logging.WARNING, logger=decoder_int8_module.__name__):
+        assert recorder.offer(synthetic_camera_image(24, 32)) is False
+    assert recorder.done and recorder.failed and "stops recording" in caplog.text
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        CalibrationFrameRecorder(tmp_path / "x", count=1)
+
+
+def test_calibration_images_auto_uses_kept_frames_or_plans_to_keep_them(tmp_path):
+    from space_clip_ros.ros.model_setup import CalibrationPlan, calibration_plan, predictor_settings
+    from space_clip_ros.ros.parameters import DepthNodeSettings
+
+    cache = tmp_path / "cache" / "auto.json"
+    auto = DepthNodeSettings.from_values({"calibration_images": "auto", "auto_cache": str(cache)})
+    folder = kept_frames_folder(cache, "/robot1/space_clip_depth")
+    assert folder == tmp_path / "cache" / "camera_frames" / "robot1__space_clip_depth"
+    assert calibration_plan(auto, "/robot1/space_clip_depth") == CalibrationPlan(None, folder)
+    assert predictor_settings(auto)["calibration_images"] is None  # "auto" is never read as a glob
+    write_frames(folder, range(2))
+    assert calibration_plan(auto, "/robot1/space_clip_depth") == CalibrationPlan(str(folder))
+    assert predictor_settings(auto, calibration_plan(auto, "/robot1/space_clip_depth"))[
+        "calibration_images"] == str(folder)
+    given = DepthNodeSettings.from_values({"calibration_images": "/data/frames/*.png"})
+    assert calibration_plan(given, "/n") == CalibrationPlan("/data/frames/*.png")
+    assert calibration_plan(DepthNodeSettings.defaults(), "/n") == CalibrationPlan(None)

@@ -1304,7 +1304,7 @@ def depth_node_without_model(monkeypatch):
     depth_node = pytest.importorskip("space_clip_ros.ros.depth_node")
     from space_clip_ros.ros import depth_pipeline
 
-    monkeypatch.setattr(depth_node, "build_predictor", lambda settings: _FakePredictor())
+    monkeypatch.setattr(depth_node, "build_predictor", lambda settings, plan=None: _FakePredictor())
     monkeypatch.setattr(depth_pipeline, "DepthFrameProcessor", lambda predictor: object())
     monkeypatch.setattr(depth_node, "model_facts", lambda predictor, checkpoint: {})
     return depth_node

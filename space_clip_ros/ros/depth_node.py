@@ -15,10 +15,17 @@ import sys
 import rclpy
 from rclpy.node import Node
 
+from space_clip_ros.inference.rewrites.decoder_int8 import CalibrationFrameRecorder
 from space_clip_ros.ros.depth_endpoints import DepthEndpoints
 from space_clip_ros.ros.depth_pipeline import DepthPipeline
 from space_clip_ros.ros.logging_bridge import forward_package_logs, stop_forwarding
-from space_clip_ros.ros.model_setup import MODEL_SETUP_ERRORS, build_predictor, model_facts
+from space_clip_ros.ros.model_setup import (
+    CALIBRATION_AUTO,
+    MODEL_SETUP_ERRORS,
+    build_predictor,
+    calibration_plan,
+    model_facts,
+)
 from space_clip_ros.ros.node_main import run_node
 from space_clip_ros.ros.node_parameters import NodeParameters, StartupError
 from space_clip_ros.ros.parameters import DepthNodeSettings
@@ -39,13 +46,24 @@ def make_pipeline(node: Node, parameters: NodeParameters) -> DepthPipeline:
     confidence map from a backend without the decoder's auxiliary heads). From then on the
     parameters refuse changes the model cannot serve."""
     settings = parameters.settings
-    predictor = build_predictor(settings)
+    plan = calibration_plan(settings, node.get_fully_qualified_name())
+    predictor = build_predictor(settings, plan)
+    recorder = None
+    if plan.record_into is not None:
+        recorder = CalibrationFrameRecorder(plan.record_into)
+        node.get_logger().info(
+            f"calibration_images auto: no frames of this camera kept yet; keeping {recorder.count}, "
+            f"{recorder.interval_s:g} s apart, in {plan.record_into}: the next start calibrates the int8 decoder "
+            "on them")
+    elif settings.calibration_images == CALIBRATION_AUTO:
+        node.get_logger().info(f"calibration_images auto: using the camera frames kept in {plan.images}")
     pipeline = DepthPipeline(
         predictor,
         settings=parameters.current,
         logger=node.get_logger(),
         now_ns=lambda: node.get_clock().now().nanoseconds,
         model_facts=model_facts(predictor, settings.checkpoint),
+        frame_recorder=recorder,
     )
     problem = pipeline.options_problem(settings)
     if problem is not None:

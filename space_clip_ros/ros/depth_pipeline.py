@@ -27,6 +27,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from space_clip_ros.inference.rewrites.decoder_int8 import CalibrationFrameRecorder
 from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.msgs.camera_info_history import format_stamp
 from space_clip_ros.msgs.header import stamp_ns
@@ -101,6 +102,7 @@ class DepthPipeline:
         logger: the node's logger.
         now_ns: the node's clock, in nanoseconds (for the age of the image stamps).
         model_facts: static diagnostics values (device, model, weights).
+        frame_recorder: keeps camera frames for a later calibration (``calibration_images: auto``).
     """
 
     def __init__(
@@ -110,8 +112,10 @@ class DepthPipeline:
         logger: RosLogger,
         now_ns: Callable[[], int],
         model_facts: Mapping[str, str],
+        frame_recorder: CalibrationFrameRecorder | None = None,
     ) -> None:
         self.predictor = predictor
+        self._frame_recorder = frame_recorder
         self._settings = settings
         self._logger = logger
         self._now_ns = now_ns
@@ -220,6 +224,9 @@ class DepthPipeline:
             ready.append((camera, frame, prepared, settings.outputs_for(camera.name)))
         if not ready:
             return
+        if self._frame_recorder is not None and not self._frame_recorder.done:
+            for _, _, prepared, _ in ready:
+                self._frame_recorder.offer(prepared.rgb)
         self._report_batch(ready)
         try:
             predictions = self._processor.predict([item[2].rgb for item in ready], [item[3] for item in ready])

@@ -8,10 +8,13 @@ module only says which parameter feeds which argument.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from space_clip_ros.devices import resolve_device
-from space_clip_ros.inference.runtime.auto_select import predictor_from_checkpoint
+from space_clip_ros.inference.rewrites.decoder_int8 import has_calibration_frames, kept_frames_folder
+from space_clip_ros.inference.runtime.auto_select import default_cache_path, predictor_from_checkpoint
 from space_clip_ros.inference.runtime.options import InferenceOptions, resolve_auto
 from space_clip_ros.inference.runtime.options import inference_options as options_for
 from space_clip_ros.inference.runtime.predictor import DepthPredictor
@@ -58,23 +61,53 @@ def needs_torch(settings: DepthNodeSettings) -> bool:
     return bool(getattr(outputs, "publish_confidence", False) or getattr(outputs, "points_min_confidence", 0.0) > 0)
 
 
-def predictor_settings(settings: DepthNodeSettings) -> dict[str, Any]:
-    """The arguments of ``predictor_from_checkpoint`` that the parameters give."""
+#: ``calibration_images`` value: frames this node keeps from its own camera (rewrites.decoder_int8).
+CALIBRATION_AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """What ``calibration_images`` means at this start: the frames to give backend auto (None: none),
+    and the folder to keep this camera's frames in while the node runs (None: nothing to keep)."""
+
+    images: str | None
+    record_into: Path | None = None
+
+
+def calibration_plan(settings: DepthNodeSettings, node_name: str) -> CalibrationPlan:
+    """``calibration_images`` resolved: a folder or glob as given; ``auto``: the frames an earlier run of
+    this node kept (``camera_frames/<node>`` beside the auto cache), or, while there are none, none now
+    and a folder to keep them in."""
+    value = settings.calibration_images
+    if value != CALIBRATION_AUTO:
+        return CalibrationPlan(value or None)
+    folder = kept_frames_folder(settings.auto_cache or default_cache_path(), node_name)
+    if has_calibration_frames(folder):
+        return CalibrationPlan(str(folder))
+    return CalibrationPlan(None, folder)
+
+
+def predictor_settings(settings: DepthNodeSettings, plan: CalibrationPlan | None = None) -> dict[str, Any]:
+    """The arguments of ``predictor_from_checkpoint`` that the parameters give (``plan``: the resolved
+    ``calibration_images``; by default the parameter as given, ``auto`` meaning none)."""
+    if plan is None:
+        plan = CalibrationPlan(None if settings.calibration_images == CALIBRATION_AUTO
+                               else settings.calibration_images or None)
     arguments: dict[str, Any] = {
         "device": settings.device, "precision": settings.precision, "backend": settings.backend,
         "optimize": settings.optimize, "exported_model": settings.exported_model,
         "cuda_graphs": settings.cuda_graphs, "output_size": output_size(settings),
         "cache_path": settings.auto_cache, "torch_only": needs_torch(settings),
-        "calibration_images": settings.calibration_images or None,
+        "calibration_images": plan.images,
     }
     return arguments
 
 
-def build_predictor(settings: DepthNodeSettings) -> DepthPredictor:
+def build_predictor(settings: DepthNodeSettings, plan: CalibrationPlan | None = None) -> DepthPredictor:
     """Load backbone and decoder and place them on the device on the path the parameters ask for
     (backend auto: measured once, then cached); raises one of MODEL_SETUP_ERRORS."""
     return predictor_from_checkpoint(settings.checkpoint or None, backbone=backbone_config(settings),
-                                     **predictor_settings(settings))
+                                     **predictor_settings(settings, plan))
 
 
 def model_facts(predictor: DepthPredictor, checkpoint: str) -> dict[str, str]:

@@ -162,8 +162,10 @@ NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "Frames from this camera (a folder of PNG/JPEG images, or a glob) that calibrate the int8 decoder. "
         "With two or more, on a CPU with VNNI/AMX int8 dot products, backend auto also measures onnxruntime "
         "with an int8 decoder (calibrated on every other frame) and checks every path's depth on the other "
-        "frames too; backend onnxruntime uses the int8 decoder, calibrated on all of them. Empty: no int8 "
-        "decoder (calibrated on synthetic frames it fails on real cameras; docs/benchmarks.md).",
+        "frames too; backend onnxruntime uses the int8 decoder, calibrated on all of them. auto: the frames "
+        "this node kept from its camera on an earlier run (camera_frames/<node> beside the auto_cache file); "
+        "while there are none, it keeps 12, 1 s apart, as it runs, for the next start. Empty: no int8 decoder "
+        "(calibrated on synthetic frames it fails on real cameras; docs/benchmarks.md).",
         _MODEL, read_only=True,
     ),
     ParameterSpec(

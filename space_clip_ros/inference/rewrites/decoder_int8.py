@@ -25,7 +25,8 @@ indoor one's by 3.4 % median (clipped activations). Calibrated on the same camer
 error stays small on that camera's other frames. So this path is never built from synthetic
 frames: ``auto`` offers it only when it is given camera frames (the node's ``calibration_images``,
 the tools' ``--calibration-images``), calibrates on half of them and checks the depth on the other
-half.
+half. With ``calibration_images: auto`` the node keeps frames of its own camera while it runs
+(:class:`CalibrationFrameRecorder`) and the next start calibrates on them.
 
 Only for CPUs with VNNI or AMX (:func:`~..runtime.cpu_features.has_int8_dot_product`): without
 them ONNX Runtime's u8 x s8 products sum in saturating 16-bit lanes (see :mod:`.quantize`).
@@ -36,14 +37,16 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from ...data.formats import read_rgb
+from ...data.formats import read_rgb, write_rgb
 from ...model import DecoderConfig, SpaceClip
 from ...model.preprocess import resize_and_normalize
 from .quantize import quiet_root_logger
@@ -177,3 +180,72 @@ def quantize_onnx_decoder_int8(
     logger.info("quantised %d decoder convolutions of %s to int8 (static, calibrated on %d camera frames) -> %s",
                 len(nodes), source, len(calibration), destination)
     return len(nodes)
+
+
+# ---- keeping a camera's frames for a later calibration (calibration_images: auto) ---------------------
+
+#: Frames a node keeps from its camera for ``calibration_images: auto``, and the least time between two.
+KEPT_FRAMES = 12
+KEPT_FRAMES_INTERVAL_S = 1.0
+
+
+def kept_frames_folder(cache_file: str | os.PathLike, node_name: str) -> Path:
+    """Where a node keeps its camera's frames: ``camera_frames/<node>`` beside the auto cache file."""
+    name = node_name.strip("/").replace("/", "__") or "node"
+    return Path(cache_file).expanduser().parent / "camera_frames" / name
+
+
+def has_calibration_frames(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds the two or more frames ``auto`` needs (half to calibrate, half to check)."""
+    path = Path(folder)
+    return path.is_dir() and sum(1 for item in path.iterdir() if item.suffix.lower() in IMAGE_SUFFIXES) >= 2
+
+
+class CalibrationFrameRecorder:
+    """Keeps ``count`` frames of a running camera, at least ``interval_s`` apart, as PNG files in
+    ``folder``: written into ``<folder>.partial`` and renamed when complete, so a folder that exists
+    always holds a whole set (a start never calibrates on half a recording).
+
+    ``offer`` is cheap once the set is complete (and after a failure to write, which is logged once).
+    """
+
+    def __init__(self, folder: str | os.PathLike, count: int = KEPT_FRAMES, interval_s: float = KEPT_FRAMES_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if count < 2:
+            raise ValueError(f"a calibration set needs at least 2 frames, got {count}")
+        self.folder = Path(folder)
+        self.count, self.interval_s, self._clock = count, interval_s, clock
+        self._staging = self.folder.with_name(self.folder.name + ".partial")
+        self._kept = 0
+        self._last: float | None = None
+        self.failed: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._kept >= self.count or self.failed is not None
+
+    def offer(self, rgb: np.ndarray) -> bool:
+        """Keep ``rgb`` ((H, W, 3) uint8) if it is time for another frame; True when it completed the set."""
+        if self.done:
+            return False
+        now = self._clock()
+        if self._last is not None and now - self._last < self.interval_s:
+            return False
+        try:
+            if self._kept == 0:
+                shutil.rmtree(self._staging, ignore_errors=True)  # a set an earlier run left unfinished
+            write_rgb(self._staging / f"frame_{self._kept:03d}.png", rgb)
+            self._kept += 1
+            self._last = now
+            if self._kept < self.count:
+                return False
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self._staging.rename(self.folder)
+        except OSError as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"
+            logger.warning("cannot keep camera frames in %s (%s): calibration_images auto stops recording",
+                           self._staging, self.failed)
+            return False
+        logger.info("kept %d camera frames in %s: the next start calibrates the int8 decoder on them", self.count,
+                    self.folder)
+        return True
