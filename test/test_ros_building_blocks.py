@@ -292,3 +292,33 @@ def test_node_runs_an_exported_onnx_model_like_the_checkpoint(tmp_path, tiny_mod
                                                           "exported_model": str(tmp_path / "none.onnx")}))
     with pytest.raises(ValueError, match="needs backend onnxruntime or tensorrt"):
         inference_options(DepthNodeSettings.from_values({**common, "exported_model": str(onnx_path)}))
+
+
+def test_an_interrupt_while_the_node_starts_is_a_clean_stop_and_a_real_failure_is_not(run_python):
+    """SIGINT during start-up shuts rclpy's context down, so the node's next publisher fails: that
+    must end the process with 0 and say it stopped, not a FATAL 'cannot load the model' and 1 (seen
+    when a test stopped a node right after its model was loaded)."""
+    result = run_python("""
+        import rclpy
+        from space_clip_ros.ros.node_main import run_node
+
+        errors = [((RuntimeError,), "cannot load the model", 1)]
+
+        def interrupted_context():
+            rclpy.try_shutdown()  # what rclpy's SIGINT handler does while the node is being made
+            raise RuntimeError("Failed to create publisher: rcl node's context is invalid")
+
+        def ctrl_c():
+            raise KeyboardInterrupt
+
+        def broken():
+            raise RuntimeError("checkpoint does not fit this model")
+
+        for create in (interrupted_context, ctrl_c, broken):
+            print("exit", create.__name__, run_node("t", [], create, startup_errors=errors, command_line_exit_code=2))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "exit interrupted_context 0" in result.stdout and "exit ctrl_c 0" in result.stdout
+    assert "exit broken 1" in result.stdout
+    assert result.stderr.count("stopped while starting") == 2
+    assert "[FATAL]" in result.stderr and "cannot load the model: checkpoint does not fit this model" in result.stderr

@@ -69,5 +69,6 @@ def test_the_node_keeps_its_camera_frames_and_the_next_start_uses_them(tmp_path)
     again = start_node(tmp_path, checkpoint, weights, namespace, cache, domain, "second.log")
     try:
         again.wait_for_log(rf"calibration_images auto: using the camera frames kept in {folder}", timeout=120)
+        again.wait_for_log(r"\[INFO\].*SPACE-CLIP .* Input: ", timeout=120)  # started in full on them
     finally:
         assert again.stop() == 0, again.log()

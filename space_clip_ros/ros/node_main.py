@@ -1,7 +1,8 @@
 """The life of a node process, shared by the package's entry points (``depth_node``, ``camera_simulator``).
 
 rclpy reads the command line (``--ros-args``), the node is created (a start-up error is logged as
-FATAL with its reason and becomes the process's exit code), one single-threaded executor spins it
+FATAL with its reason and becomes the process's exit code; an interrupt while it is made is a
+clean stop), one single-threaded executor spins it
 until Ctrl-C, ``ros2 launch``'s SIGINT or the node's own end, and everything is shut down in order.
 Only rclpy here (no torch), so a light node stays light.
 """
@@ -58,6 +59,12 @@ def run_node(
     try:
         node = create()
     except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) or not rclpy.ok():
+            # Ctrl-C or a launcher's SIGINT while the node was being made (rclpy's handler shuts the
+            # context down, so the next publisher or timer fails): a stop, not a failed start.
+            logger.info(f"stopped while starting ({type(exc).__name__}: {exc})")
+            rclpy.try_shutdown()
+            return EXIT_OK
         for kinds, what, code in startup_errors:
             if isinstance(exc, kinds):
                 logger.fatal(f"{what}: {exc}")
