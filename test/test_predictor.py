@@ -10,7 +10,7 @@ from space_clip_ros.data.camera import focal_rescale_factor
 from space_clip_ros.devices import resolve_device
 from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.model import CheckpointRecord, SpaceClip
-from space_clip_ros.model.preprocess import resize_and_normalize
+from space_clip_ros.model.preprocess import pixels_from_frames, resize_and_normalize
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,17 @@ def test_matches_model_on_manually_prepared_input(predictor):
             resize_and_normalize(tensor, (224, 224), predictor.mean, predictor.std), output_size=(50, 70)
         ).depth[0, 0]
     np.testing.assert_allclose(predictor.predict(image), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_pixels_from_frames_is_the_predictors_own_preparation(predictor):
+    """Tools, calibration and the benchmark prepare frames with pixels_from_frames: the same pixels the
+    predictor gives its engine, for one frame and for a batch."""
+    frames = np.random.default_rng(2).integers(0, 255, (2, 50, 70, 3), dtype=np.uint8)
+    expected = predictor.prepare_inputs(frames)
+    torch.testing.assert_close(pixels_from_frames(frames, predictor.input_size, predictor.mean, predictor.std),
+                               expected, rtol=0, atol=0)
+    torch.testing.assert_close(pixels_from_frames(frames[1], predictor.input_size, predictor.mean, predictor.std),
+                               expected[1:], rtol=0, atol=0)
 
 
 def test_embedding_is_the_clip_image_embedding(predictor):

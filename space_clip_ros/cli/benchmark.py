@@ -56,7 +56,7 @@ from ..inference.runtime.tolerance import DEPTH_TOLERANCE
 from ..inference.runtime.tolerance import depth_agreement as depth_agreement
 from ..model import BackboneConfig, DecoderConfig, ModelConfig, SpaceClip, load_model
 from ..model.checkpoint import CheckpointError
-from ..model.preprocess import resize_and_normalize
+from ..model.preprocess import pixels_from_frames
 from .common import (
     add_inference_arguments,
     add_model_arguments,
@@ -198,8 +198,7 @@ def repeats_for_batch(settings: Settings, batch: int) -> tuple[int, int]:
 
 
 def encoder_pixels(predictor: DepthPredictor, image: np.ndarray, batch: int) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255)
-    pixels = resize_and_normalize(tensor, predictor.input_size, predictor.mean, predictor.std)
+    pixels = pixels_from_frames(image, predictor.input_size, predictor.mean, predictor.std)
     return pixels.repeat(batch, 1, 1, 1).to(predictor.device)
 
 

@@ -29,7 +29,7 @@ from ..inference.rewrites.export import IMAGE_INPUT, PIXELS_INPUT, ExportOptions
 from ..inference.rewrites.quantize import quantize_onnx_int8
 from ..model import DecoderConfig, ModelConfig, SpaceClip, load_model
 from ..model.checkpoint import CheckpointError
-from ..model.preprocess import resize_and_normalize
+from ..model.preprocess import pixels_from_frames
 from .common import add_model_arguments, backbone_from_args, decoder_from_args, setup_logging, tool_parser
 
 logger = logging.getLogger("space-clip-export")
@@ -87,8 +87,7 @@ def check_with_onnxruntime(model: SpaceClip, path: Path, options: ExportOptions)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     height, width = options.image_size or (480, 640)
     frames = np.repeat(synthetic_camera_image(height, width, seed=3)[None], options.batch_size, axis=0)
-    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)
-    pixels = resize_and_normalize(tensor, model.input_size, model.mean, model.std)
+    pixels = pixels_from_frames(frames, model.input_size, model.mean, model.std)
     output_size = options.resolved_output_size(model.input_size)
     with torch.inference_mode():
         reference = model(pixels, output_size=output_size).depth.numpy()

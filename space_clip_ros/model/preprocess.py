@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,3 +29,21 @@ def resize_and_normalize(
     mean_t = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     std_t = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images - mean_t) / std_t
+
+
+def pixels_from_frames(
+    frames: np.ndarray,
+    input_size: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """uint8 RGB camera frames (B, H, W, 3), or one (H, W, 3), as normalised encoder pixels
+    (B, 3, h, w) float32 on ``device`` (:func:`resize_and_normalize`)."""
+    array = np.ascontiguousarray(frames)
+    if array.ndim == 3:
+        array = array[None]
+    tensor = torch.from_numpy(array).permute(0, 3, 1, 2).float().div(255)
+    if device is not None:
+        tensor = tensor.to(device)
+    return resize_and_normalize(tensor, input_size, mean, std)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ...model import SpaceClip
-from ...model.preprocess import resize_and_normalize
+from ...model.preprocess import pixels_from_frames
 
 
 def synthetic_camera_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -67,8 +67,7 @@ def make_decoder_realistic(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255).to(device)
-    batch = resize_and_normalize(tensor, model.input_size, model.mean, model.std)
+    batch = pixels_from_frames(image, model.input_size, model.mean, model.std, device)
     # The pre-ReLU map: run the decoder with the final ReLU bypassed via a forward hook on the conv.
     captured: list[torch.Tensor] = []
     handle = last_conv.register_forward_hook(lambda _m, _i, out: captured.append(out.detach().clone()))

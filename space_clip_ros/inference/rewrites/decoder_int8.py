@@ -44,11 +44,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from ...data.formats import read_rgb, write_rgb
 from ...model import DecoderConfig, SpaceClip
-from ...model.preprocess import resize_and_normalize
+from ...model.preprocess import pixels_from_frames
 from .quantize import quiet_root_logger
 
 logger = logging.getLogger(__name__)
@@ -128,8 +127,7 @@ def graph_inputs(model: SpaceClip, images: Sequence[np.ndarray], takes_images: b
             resized = cv2.resize(np.ascontiguousarray(image), (int(width), int(height)), interpolation=cv2.INTER_AREA)
             inputs.append(resized[None])
         else:
-            tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255)
-            inputs.append(resize_and_normalize(tensor, model.input_size, model.mean, model.std).numpy())
+            inputs.append(pixels_from_frames(image, model.input_size, model.mean, model.std).numpy())
     return inputs
 
 
