@@ -57,18 +57,25 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")
 #: At most this many calibration frames are read (evenly spaced through what was given): the
 #: ranges settle after a few frames, and each costs one fp32 pass of the model.
 MAX_CALIBRATION_FRAMES = 16
+#: Fewest camera frames ``auto`` can use: half calibrate the int8 decoder, half check the depth.
+MIN_CALIBRATION_FRAMES = 2
+
+
+def _decoder_child(node_name: str) -> str | None:
+    """The decoder's child module an exported node belongs to (``semantic_stages.3``, ``head``, ...),
+    or None for a node outside the decoder. Node names of the TorchScript export follow the module
+    path, e.g. ``/model/decoder/semantic_stages.3/fuse/fuse.0/Conv``."""
+    parts = node_name.split("/")
+    if "decoder" not in parts[:-1]:
+        return None
+    return parts[parts.index("decoder") + 1]
 
 
 def float_decoder_part(node_name: str, config: DecoderConfig) -> bool:
-    """Whether an exported node belongs to a decoder part kept float (module notes).
-
-    Node names of the TorchScript export follow the module path, e.g.
-    ``/model/decoder/semantic_stages.3/fuse/fuse.0/Conv``.
-    """
-    parts = node_name.split("/")
-    if "decoder" not in parts[:-1]:
+    """Whether an exported node belongs to a decoder part kept float (module notes)."""
+    child = _decoder_child(node_name)
+    if child is None:
         return False
-    child = parts[parts.index("decoder") + 1]
     return child == f"semantic_stages.{len(config.channels) - 1}" or child.split(".")[0] in (
         "head",
         "aux_heads",
@@ -85,9 +92,13 @@ def decoder_int8_convolutions(model_path: str | os.PathLike, config: DecoderConf
     return [
         node.name
         for node in graph.node
-        if node.op_type == "Conv" and "decoder" in node.name.split("/")[:-1]
+        if node.op_type == "Conv" and _decoder_child(node.name) is not None
         and not float_decoder_part(node.name, config)
     ]
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def calibration_files(source: str | os.PathLike, limit: int = MAX_CALIBRATION_FRAMES) -> list[Path]:
@@ -96,7 +107,7 @@ def calibration_files(source: str | os.PathLike, limit: int = MAX_CALIBRATION_FR
     text = str(source)
     folder = Path(text).expanduser()
     if folder.is_dir():
-        files = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+        files = _images_in(folder)
     else:
         files = sorted(Path(name) for name in glob.glob(os.path.expanduser(text)))
         files = [path for path in files if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()]
@@ -194,9 +205,9 @@ def kept_frames_folder(cache_file: str | os.PathLike, node_name: str) -> Path:
 
 
 def has_calibration_frames(folder: str | os.PathLike) -> bool:
-    """Whether ``folder`` holds the two or more frames ``auto`` needs (half to calibrate, half to check)."""
+    """Whether ``folder`` holds the frames ``auto`` needs (:data:`MIN_CALIBRATION_FRAMES`)."""
     path = Path(folder)
-    return path.is_dir() and sum(1 for item in path.iterdir() if item.suffix.lower() in IMAGE_SUFFIXES) >= 2
+    return path.is_dir() and len(_images_in(path)) >= MIN_CALIBRATION_FRAMES
 
 
 class CalibrationFrameRecorder:
@@ -209,8 +220,8 @@ class CalibrationFrameRecorder:
 
     def __init__(self, folder: str | os.PathLike, count: int = KEPT_FRAMES, interval_s: float = KEPT_FRAMES_INTERVAL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if count < 2:
-            raise ValueError(f"a calibration set needs at least 2 frames, got {count}")
+        if count < MIN_CALIBRATION_FRAMES:
+            raise ValueError(f"a calibration set needs at least {MIN_CALIBRATION_FRAMES} frames, got {count}")
         self.folder = Path(folder)
         self.count, self.interval_s, self._clock = count, interval_s, clock
         self._staging = self.folder.with_name(self.folder.name + ".partial")

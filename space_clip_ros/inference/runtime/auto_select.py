@@ -48,7 +48,7 @@ from ...fileio import atomic_write_text
 from ...model import BackboneConfig, CheckpointRecord, DecoderConfig, SpaceClip, load_model
 from ..benchmarking.synthetic import synthetic_camera_image
 from ..benchmarking.timing import device_synchronizer, time_interleaved, torch_threads
-from ..rewrites.decoder_int8 import calibration_files, read_calibration_frames
+from ..rewrites.decoder_int8 import MIN_CALIBRATION_FRAMES, calibration_files, read_calibration_frames
 from .cpu_features import bf16_supported, cpu_model_and_flags, has_int8_dot_product
 from .memory import return_freed_memory_to_os
 from .options import InferenceOptions, inference_options, physical_cores, resolve_auto, unoptimized_options
@@ -301,9 +301,10 @@ def split_camera_frames(source: str | os.PathLike | None) -> tuple[list[Path], l
     if not source:
         return [], []
     files = calibration_files(source)
-    if len(files) < 2:
-        logger.warning("backend auto: calibration images %s: one frame only; the int8 decoder needs two or more "
-                       "(half to calibrate, half to check the depth on), so it is not measured", source)
+    if len(files) < MIN_CALIBRATION_FRAMES:
+        logger.warning("backend auto: calibration images %s: one frame only; the int8 decoder needs %d or more "
+                       "(half to calibrate, half to check the depth on), so it is not measured", source,
+                       MIN_CALIBRATION_FRAMES)
         return [], []
     return files[0::2], files[1::2]
 
