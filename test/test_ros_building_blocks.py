@@ -316,9 +316,32 @@ def test_an_interrupt_while_the_node_starts_is_a_clean_stop_and_a_real_failure_i
 
         for create in (interrupted_context, ctrl_c, broken):
             print("exit", create.__name__, run_node("t", [], create, startup_errors=errors, command_line_exit_code=2))
+
+        # SIGINT just after the node was made, while the executor builds its wait set (seen once in a
+        # DDS test): rclpy's handler has shut the context down and the executor raises RCLError.
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+
+        def spin_into_a_shut_down_context(self):
+            rclpy.try_shutdown()
+            raise _rclpy.RCLError("failed to initialize wait set: the given context is not valid")
+
+        SingleThreadedExecutor.spin = spin_into_a_shut_down_context
+        print("exit after start", run_node("t", [], lambda: rclpy.create_node("made"), startup_errors=errors,
+                                           command_line_exit_code=2))
+
+        def spin_failing(self):  # a real error while running still propagates
+            raise _rclpy.RCLError("something else went wrong")
+
+        SingleThreadedExecutor.spin = spin_failing
+        try:
+            run_node("t", [], lambda: rclpy.create_node("made"), startup_errors=errors, command_line_exit_code=2)
+        except _rclpy.RCLError as exc:
+            print("raised", exc)
     """)
     assert result.returncode == 0, result.stderr
     assert "exit interrupted_context 0" in result.stdout and "exit ctrl_c 0" in result.stdout
-    assert "exit broken 1" in result.stdout
+    assert "exit broken 1" in result.stdout and "exit after start 0" in result.stdout
+    assert "raised something else went wrong" in result.stdout
     assert result.stderr.count("stopped while starting") == 2
     assert "[FATAL]" in result.stderr and "cannot load the model: checkpoint does not fit this model" in result.stderr

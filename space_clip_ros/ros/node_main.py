@@ -78,7 +78,11 @@ def run_node(
             executor.spin()
         else:
             executor.spin_until_future_complete(until(node))
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except BaseException as exc:
+        # SIGINT shuts rclpy's context down; an executor that was just building its wait set then
+        # fails with an RCLError instead of ExternalShutdownException: an interrupt all the same.
+        if not isinstance(exc, (KeyboardInterrupt, ExternalShutdownException)) and rclpy.ok():
+            raise
         if on_interrupt is not None:
             on_interrupt(node)
     finally:
