@@ -115,7 +115,8 @@ def add_inference_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--no-optimize", action="store_true", help="the model exactly as trained (torch eager fp32)")
     group.add_argument("--auto-cache", default="",
                        help="backend auto's cache file (default: $SPACE_CLIP_AUTO_CACHE, else "
-                       "$XDG_CACHE_HOME/space_clip_ros/auto_paths.json)")
+                       "$XDG_CACHE_HOME/space_clip_ros/auto_paths.json); the ONNX Runtime graphs are kept "
+                       "beside it (onnx_graphs/)")
     group.add_argument("--calibration-images", default="", metavar="FOLDER_OR_GLOB",
                        help="frames from the camera that calibrate the int8 decoder (CPUs with VNNI/AMX): backend "
                        "auto then also measures it and checks every path on these frames; backend onnxruntime "

@@ -154,7 +154,9 @@ NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "auto_cache", "",
         "JSON file where backend auto keeps its choices (per machine, model, sizes and software versions). "
         "Empty: $SPACE_CLIP_AUTO_CACHE, else $XDG_CACHE_HOME/space_clip_ros/auto_paths.json "
-        "(~/.cache/...). Delete the file to measure again.",
+        "(~/.cache/...). Delete the file to measure again. The ONNX Runtime graphs, exported and quantised, "
+        "are kept beside it (onnx_graphs/, at most 1.5 GB, least recently used removed), so a restart "
+        "loads them in about a second instead of exporting again.",
         _MODEL, read_only=True,
     ),
     ParameterSpec(

@@ -30,7 +30,6 @@ import dataclasses
 import datetime
 import gc
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -50,6 +49,7 @@ from ..benchmarking.synthetic import synthetic_camera_image
 from ..benchmarking.timing import device_synchronizer, time_interleaved, torch_threads
 from ..rewrites.decoder_int8 import MIN_CALIBRATION_FRAMES, calibration_files, read_calibration_frames
 from .cpu_features import bf16_supported, cpu_model_and_flags, has_int8_dot_product
+from .graph_cache import files_identity, graph_cache_folder, package_version
 from .memory import return_freed_memory_to_os
 from .options import InferenceOptions, inference_options, physical_cores, resolve_auto, unoptimized_options
 from .predictor import DepthPredictor
@@ -112,9 +112,11 @@ class InferencePath:
         return " ".join(parts)
 
     def options(self, device: torch.device, threads: int | None = None,
-                calibration_images: Sequence[str | os.PathLike] = ()) -> InferenceOptions:
+                calibration_images: Sequence[str | os.PathLike] = (),
+                graph_cache: str | os.PathLike | None = None) -> InferenceOptions:
         """The predictor options of this path on ``device`` (the one rule of ``inference_options``);
-        ``calibration_images``: the camera frames an ``int8_decoder`` path is calibrated on."""
+        ``calibration_images``: the camera frames an ``int8_decoder`` path is calibrated on;
+        ``graph_cache``: the folder keeping ONNX Runtime's graphs (``OnnxRuntimeOptions.graph_cache``)."""
         if not self.optimize:
             return unoptimized_options(self.backend)
         options = inference_options(self.backend, device, True, precision=self.precision,
@@ -127,6 +129,7 @@ class InferencePath:
                 quantize_decoder_int8=self.int8_decoder and device.type == "cpu",
                 calibration_images=tuple(str(path) for path in calibration_images) if self.int8_decoder else (),
                 allow_spinning=self.spinning,
+                graph_cache=None if graph_cache is None else str(graph_cache),
             ),
             tensorrt=dataclasses.replace(options.tensorrt, fp16=self.precision == "fp16"),
         )
@@ -226,13 +229,6 @@ class AutoCache:
                            exc)
 
 
-def _package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def machine_identity(device: torch.device) -> dict[str, Any]:
     """What decides speed on ``device``: CPU model, flags and cores, or the GPU's name and CUDA."""
     if device.type == "cuda":
@@ -280,19 +276,9 @@ def cache_key(
         "precision": precision,
         "threads": threads,
         "candidates": [path.name for path in paths],
-        "camera_frames": _files_identity(camera_frames),
-        "software": {name: _package_version(name) for name in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")},
+        "camera_frames": files_identity(camera_frames),
+        "software": {name: package_version(name) for name in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")},
     }
-
-
-def _files_identity(files: Sequence[str | os.PathLike]) -> str | None:
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for name in files:
-        stat = Path(name).stat()
-        digest.update(f"{Path(name).resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return "sha256:" + digest.hexdigest()[:24]
 
 
 def split_camera_frames(source: str | os.PathLike | None) -> tuple[list[Path], list[Path]]:
@@ -398,9 +384,11 @@ def select_predictor(
     calibrate, check = split_camera_frames(calibration_images)
     paths = list(candidates) if candidates is not None else candidate_paths(device, precision, bool(calibrate))
     if build is None:
+        graphs = None if cache is None else graph_cache_folder(cache.path)
+
         def build(path: InferencePath) -> DepthPredictor:
             return DepthPredictor(model, device=str(device), precision=path.precision, record=record,
-                                  options=path.options(device, threads, calibrate))
+                                  options=path.options(device, threads, calibrate, graphs))
     key = cache_key(model, record, device, precision, size, threads, paths, calibrate + check)
     digest = key_hash(key)
     entry = cache.get(digest) if cache is not None else None
@@ -561,6 +549,9 @@ def predictor_for(
                                 compile_mode=compile_mode, cuda_graphs=cuda_graphs, threads=threads)
     if calibration_images:
         options = _with_int8_decoder(options, resolved, optimize and not exported_model, calibration_images)
+    if options.backend == "onnxruntime" and cache_path is not None:
+        options = dataclasses.replace(options, onnxruntime=dataclasses.replace(
+            options.onnxruntime, graph_cache=str(graph_cache_folder(cache_path or default_cache_path()))))
     return DepthPredictor(model, device=str(resolved), precision=precision, record=record, options=options)
 
 

@@ -9,7 +9,7 @@ in torch when they differ (that is also the decoder's own last step).
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Callable
@@ -32,6 +32,7 @@ from ..rewrites.export import (
     part_input_names,
 )
 from ..rewrites.quantize import quantize_onnx_int8
+from .graph_cache import GraphStage, files_identity, graph_store, model_identity
 from .memory import return_freed_memory_to_os
 from .options import OnnxRuntimeOptions, physical_cores
 from .prediction import NO_AUXILIARY_HEADS, Prediction
@@ -83,37 +84,43 @@ def int8_signed_weights(options: OnnxRuntimeOptions) -> bool:
     return has_int8_dot_product()
 
 
-def _calibration_pixels(model: SpaceClip, options: OnnxRuntimeOptions) -> list[np.ndarray]:
-    """The calibration frames of ``options`` as the exported graph's pixels input."""
+def _calibration_pixels_required(options: OnnxRuntimeOptions) -> None:
     if not options.calibration_images:
         raise ValueError(
             "quantize_decoder_int8 needs calibration_images: frames from the camera (synthetic frames give "
             "activation ranges that real frames exceed; rewrites.decoder_int8)"
         )
+
+
+def _calibration_pixels(model: SpaceClip, options: OnnxRuntimeOptions) -> list[np.ndarray]:
+    """The calibration frames of ``options`` as the exported graph's pixels input."""
+    _calibration_pixels_required(options)
     return graph_inputs(model, read_calibration_frames(options.calibration_images), takes_images=False)
 
 
 def _whole_model_bytes(model: SpaceClip, options: OnnxRuntimeOptions) -> bytes:
     """Export ``model`` (pixels in, native depth + embedding out, dynamic batch), quantised as
-    ``options`` ask, and return the ONNX bytes."""
+    ``options`` ask, and return the ONNX bytes. Each stage's graph comes from, or goes to, the graph
+    cache ``options.graph_cache`` (``graph_cache``)."""
+    if options.quantize_decoder_int8:
+        _calibration_pixels_required(options)
     export_options = ExportOptions(dynamic_batch=True, with_embedding=True)
-    if not (options.quantize_int8 or options.quantize_decoder_int8):
-        buffer = io.BytesIO()
-        export_onnx(model, buffer, export_options)
-        return buffer.getvalue()
-    with tempfile.TemporaryDirectory(prefix="space_clip_onnx_") as folder:
-        path = Path(folder) / "model.onnx"
-        export_onnx(model, path, export_options)
-        if options.quantize_int8:
-            quantized = Path(folder) / "model_int8.onnx"
-            quantize_onnx_int8(path, quantized, signed_weights=int8_signed_weights(options))
-            path = quantized
-        if options.quantize_decoder_int8:
-            quantized = Path(folder) / "model_int8_decoder.onnx"
+    stages = [GraphStage("ONNX export", {"export": dataclasses.asdict(export_options)},
+                         lambda _source, out: export_onnx(model, out, export_options))]
+    if options.quantize_int8:
+        signed = int8_signed_weights(options)
+        stages.append(GraphStage("int8 encoder", {"int8_encoder_matmuls": {"signed_weights": signed}},
+                                 lambda source, out: quantize_onnx_int8(source, out, signed_weights=signed)))
+    if options.quantize_decoder_int8:
+        def calibrate(source: Path, out: Path) -> None:
             feeds = [{PIXELS_INPUT: pixels} for pixels in _calibration_pixels(model, options)]
-            quantize_onnx_decoder_int8(path, quantized, model.decoder.config, feeds)
-            path = quantized
-        return path.read_bytes()
+            quantize_onnx_decoder_int8(source, out, model.decoder.config, feeds)
+
+        frames = files_identity(options.calibration_images)
+        stages.append(GraphStage("int8 decoder", {"int8_decoder": {"calibration_images": frames}}, calibrate))
+    model_hash = model_identity(model) if options.graph_cache else "not kept"
+    with graph_store(options.graph_cache) as store:
+        return store.build_stages(model_hash, stages).read_bytes()
 
 
 def _part_bytes(model: SpaceClip, options: OnnxRuntimeOptions) -> tuple[bytes, bytes]:
@@ -167,7 +174,8 @@ class OnnxRuntimeEngine:
         elif model is not None:
             source = _whole_model_bytes(model, options)
             summary = quantization_summary(options)
-            self.origin = "exported on the fly" + (f", {summary}" if summary else "")
+            made = f"exported, graphs kept in {options.graph_cache}" if options.graph_cache else "exported on the fly"
+            self.origin = made + (f", {summary}" if summary else "")
         else:
             raise ValueError("the onnxruntime backend needs a model to export or an ONNX model_path")
         self.session = make_session(source, device, options)

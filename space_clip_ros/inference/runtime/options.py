@@ -107,6 +107,9 @@ class OnnxRuntimeOptions:
             recommended CPU path uses 1: those ops are small, and torch's OpenMP threads would
             wait on the cores ONNX Runtime's pool works on (measured with other load on the
             cores: 55 ms instead of 3.5 ms for the resize of a 640x480 frame). Process-wide.
+        graph_cache: a folder that keeps the exported and quantised graphs between starts, by
+            what made them (``runtime.graph_cache``; the node and the tools use the folder beside
+            backend auto's cache file); ``None``: export and quantise anew each time.
     """
 
     model_path: str | None = None
@@ -118,6 +121,7 @@ class OnnxRuntimeOptions:
     allow_spinning: bool = False
     providers: tuple[str, ...] | None = None
     torch_threads: int | None = None
+    graph_cache: str | None = None
 
 
 @dataclass(frozen=True)
