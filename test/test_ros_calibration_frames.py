@@ -1,5 +1,6 @@
 """``calibration_images: auto`` over DDS: a depth node without kept frames keeps its camera's frames
-while it serves depth, and the next start of the same node hands them to backend auto."""
+while it serves depth, switches to the int8 decoder calibrated on them without a restart (where the
+CPU has int8 dot products), and the next start of the same node hands them to the path at once."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ros_helpers import CX, CY, FRAME_ID, FX, FY, HEIGHT, WIDTH, camera_info_mes
 from sensor_msgs.msg import CameraInfo, Image
 
 from space_clip_ros.inference.rewrites.decoder_int8 import KEPT_FRAMES, calibration_files, kept_frames_folder
+from space_clip_ros.inference.runtime.cpu_features import has_int8_dot_product
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(600), pytest.mark.slow]  # node processes over DDS
 
@@ -21,9 +23,9 @@ def start_node(directory, checkpoint, weights, namespace: str, cache, domain: in
         image=f"{namespace}/camera/color/image_raw",
         camera_info=f"{namespace}/camera/color/camera_info",
         checkpoint=str(checkpoint),
-        # torch only: the tiny model's auto measurement stays short; the frames are what is tested
+        # backend onnxruntime: no auto measurement of the tiny model; it takes the int8 decoder with frames
         overrides=rh.tiny_node_overrides(weights, calibration_images="auto", auto_cache=str(cache),
-                                         backend="torch", optimize=False),
+                                         backend="onnxruntime"),
     )
     return rh.NodeProcess(command, rh.node_environment(domain), directory / log_name)
 
@@ -61,7 +63,21 @@ def test_the_node_keeps_its_camera_frames_and_the_next_start_uses_them(tmp_path)
         assert depth.messages, "the node served depth while it kept frames"
         kept = calibration_files(folder)
         assert len(kept) == KEPT_FRAMES and not folder.with_name(folder.name + ".partial").exists()
-        node.wait_for_log(rf"kept {KEPT_FRAMES} camera frames in \S+: the next start calibrates", timeout=30)
+        node.wait_for_log(rf"kept {KEPT_FRAMES} camera frames in \S+, for calibrating the int8 decoder", timeout=30)
+        # The path is chosen again with the frames, in the background, while depth keeps coming.
+        if has_int8_dot_product():
+            node.wait_for_log(r"switched the inference path to onnxruntime .*int8 decoder convolutions \(static, "
+                              rf"calibrated on {KEPT_FRAMES} camera frames\)", timeout=120)
+        else:  # without VNNI / AMX the decoder stays float: same path
+            node.wait_for_log(r"with the kept camera frames the inference path stays onnxruntime", timeout=120)
+        served = len(depth.messages)
+
+        def served_again() -> bool:
+            publish_frame()
+            return len(depth.messages) >= served + 3
+
+        rh.wait_until(served_again, timeout=60, what="depth on the path chosen with the kept frames",
+                      details=node.log, interval=0.2)
     finally:
         client.close()
         assert node.stop() == 0, node.log()
@@ -70,5 +86,7 @@ def test_the_node_keeps_its_camera_frames_and_the_next_start_uses_them(tmp_path)
     try:
         again.wait_for_log(rf"calibration_images auto: using the camera frames kept in {folder}", timeout=120)
         again.wait_for_log(r"\[INFO\].*SPACE-CLIP .* Input: ", timeout=120)  # started in full on them
+        if has_int8_dot_product():
+            assert "int8 decoder convolutions (static, calibrated on" in again.log()
     finally:
         assert again.stop() == 0, again.log()

@@ -16,12 +16,14 @@ import rclpy
 from rclpy.node import Node
 
 from space_clip_ros.inference.rewrites.decoder_int8 import CalibrationFrameRecorder
+from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.ros.depth_endpoints import DepthEndpoints
 from space_clip_ros.ros.depth_pipeline import DepthPipeline
 from space_clip_ros.ros.logging_bridge import forward_package_logs, stop_forwarding
 from space_clip_ros.ros.model_setup import (
     CALIBRATION_AUTO,
     MODEL_SETUP_ERRORS,
+    CalibrationPlan,
     build_predictor,
     calibration_plan,
     model_facts,
@@ -48,13 +50,19 @@ def make_pipeline(node: Node, parameters: NodeParameters) -> DepthPipeline:
     settings = parameters.settings
     plan = calibration_plan(settings, node.get_fully_qualified_name())
     predictor = build_predictor(settings, plan)
-    recorder = None
+    recorder = recalibrate = None
     if plan.record_into is not None:
         recorder = CalibrationFrameRecorder(plan.record_into)
         node.get_logger().info(
             f"calibration_images auto: no frames of this camera kept yet; keeping {recorder.count}, "
-            f"{recorder.interval_s:g} s apart, in {plan.record_into}: the next start calibrates the int8 decoder "
-            "on them")
+            f"{recorder.interval_s:g} s apart, in {plan.record_into}; then the inference path is chosen again "
+            "with them (the int8 decoder calibrated on them), in the background")
+        kept = CalibrationPlan(str(plan.record_into))
+
+        def recalibrate() -> tuple[DepthPredictor, dict[str, str]]:
+            chosen = build_predictor(settings, kept)
+            return chosen, model_facts(chosen, settings.checkpoint)
+
     elif settings.calibration_images == CALIBRATION_AUTO:
         node.get_logger().info(f"calibration_images auto: using the camera frames kept in {plan.images}")
     pipeline = DepthPipeline(
@@ -64,6 +72,7 @@ def make_pipeline(node: Node, parameters: NodeParameters) -> DepthPipeline:
         now_ns=lambda: node.get_clock().now().nanoseconds,
         model_facts=model_facts(predictor, settings.checkpoint),
         frame_recorder=recorder,
+        recalibrate=recalibrate,
     )
     problem = pipeline.options_problem(settings)
     if problem is not None:

@@ -53,6 +53,14 @@ WORKER_POLL_S = 0.5
 
 #: Publishes one camera's outputs; False when the node is going away (nothing was published).
 PublishOutputs = Callable[["CameraChannel", DepthOutputs], bool]
+#: Builds the predictor chosen with the kept camera frames, and its diagnostics values.
+Recalibrate = Callable[[], tuple[DepthPredictor, Mapping[str, str]]]
+
+
+def path_name(predictor: DepthPredictor) -> str:
+    """The inference path a predictor runs: backend auto's name for it, else its engine's description."""
+    choice = predictor.auto_choice
+    return choice.name if choice is not None else predictor.engine.describe()
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,10 @@ class DepthPipeline:
         now_ns: the node's clock, in nanoseconds (for the age of the image stamps).
         model_facts: static diagnostics values (device, model, weights).
         frame_recorder: keeps camera frames for a later calibration (``calibration_images: auto``).
+        recalibrate: once ``frame_recorder`` has kept its set, called in a background thread; returns
+            the predictor chosen with those frames (the int8 decoder calibrated on them, where the CPU
+            and the parameters allow it) and its diagnostics values. The pipeline switches to it
+            between two batches when its path differs; depth keeps coming meanwhile.
     """
 
     def __init__(
@@ -113,9 +125,12 @@ class DepthPipeline:
         now_ns: Callable[[], int],
         model_facts: Mapping[str, str],
         frame_recorder: CalibrationFrameRecorder | None = None,
+        recalibrate: Recalibrate | None = None,
     ) -> None:
         self.predictor = predictor
         self._frame_recorder = frame_recorder
+        self._recalibrate = recalibrate
+        self.recalibration: threading.Thread | None = None
         self._settings = settings
         self._logger = logger
         self._now_ns = now_ns
@@ -225,18 +240,22 @@ class DepthPipeline:
         if not ready:
             return
         if self._frame_recorder is not None and not self._frame_recorder.done:
+            completed = False
             for _, _, prepared, _ in ready:
-                self._frame_recorder.offer(prepared.rgb)
+                completed = self._frame_recorder.offer(prepared.rgb) or completed
+            if completed and self._recalibrate is not None:
+                self._start_recalibration()
         self._report_batch(ready)
+        processor = self._processor  # one predictor per batch, also across a switch
         try:
-            predictions = self._processor.predict([item[2].rgb for item in ready], [item[3] for item in ready])
+            predictions = processor.predict([item[2].rgb for item in ready], [item[3] for item in ready])
         except Exception as exc:  # noqa: BLE001
             for camera, frame, _, _ in ready:
                 self._frame_failed(camera, frame, exc)
             return
         for (camera, frame, prepared, options), prediction in zip(ready, predictions):
             try:
-                outputs = self._processor.build(prediction, prepared.header, prepared.calibration, options,
+                outputs = processor.build(prediction, prepared.header, prepared.calibration, options,
                                                 rgb=prepared.rgb, anchor=camera.anchor)
             except Exception as exc:  # noqa: BLE001
                 self._frame_failed(camera, frame, exc)
@@ -262,6 +281,43 @@ class DepthPipeline:
                            for camera, _, prepared, _ in ready)
         self._logger.info(f"one encoder + decoder pass for {len(ready)} frames ({frames}): the cameras whose "
                           "frames were waiting share it")
+
+    # ---- switching to the path calibrated on the kept frames ------------------------------------------
+    def _start_recalibration(self) -> None:
+        self._logger.info("this camera's frames are kept: choosing the inference path again with them, in the "
+                          "background (depth keeps coming on the current path meanwhile)")
+        self.recalibration = threading.Thread(target=self._recalibrate_in_background, name="depth_recalibration",
+                                              daemon=True)
+        self.recalibration.start()
+
+    def _recalibrate_in_background(self) -> None:
+        current = path_name(self.predictor)
+        try:
+            predictor, facts = self._recalibrate()
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the current path keeps serving
+            self._logger.warning(f"choosing the path with the kept camera frames failed ({type(exc).__name__}: "
+                                 f"{exc}); staying on {current} (the next start tries again)")
+            return
+        self.switch_to(predictor, facts)
+
+    def switch_to(self, predictor: DepthPredictor, facts: Mapping[str, str]) -> bool:
+        """Serve the next batches with ``predictor`` (diagnostics ``facts``) when its path differs from
+        the current one and it can serve the outputs asked for; True when it switched."""
+        current, chosen = path_name(self.predictor), path_name(predictor)
+        if chosen == current:
+            self._logger.info(f"with the kept camera frames the inference path stays {current}")
+            return False
+        for camera in self.cameras:
+            if self._settings().outputs_for(camera.name).wants_confidence and predictor.confidence_problem():
+                self._logger.warning(f"not switching to {chosen}: {predictor.confidence_problem()}")
+                return False
+        processor = DepthFrameProcessor(predictor)
+        self._model_facts = dict(facts)
+        self.predictor, self._processor = predictor, processor  # the worker takes it at its next batch
+        measured = f": {predictor.auto_choice.describe()}" if predictor.auto_choice is not None else ""
+        self._logger.info(f"switched the inference path to {chosen} (was {current}), chosen with the kept "
+                          f"camera frames{measured}")
+        return True
 
     # ---- reporting ---------------------------------------------------------------------------------
     def _frame_failed(self, camera: CameraChannel, frame: ReceivedFrame, exc: Exception) -> None:

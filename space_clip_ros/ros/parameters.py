@@ -166,7 +166,8 @@ NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "with an int8 decoder (calibrated on every other frame) and checks every path's depth on the other "
         "frames too; backend onnxruntime uses the int8 decoder, calibrated on all of them. auto: the frames "
         "this node kept from its camera on an earlier run (camera_frames/<node> beside the auto_cache file); "
-        "while there are none, it keeps 12, 1 s apart, as it runs, for the next start. Empty: no int8 decoder "
+        "while there are none, it keeps 12, 1 s apart, as it runs, then chooses the path again with them in the "
+        "background and switches to it without a restart (the next start uses them at once). Empty: no int8 decoder "
         "(calibrated on synthetic frames it fails on real cameras; docs/benchmarks.md).",
         _MODEL, read_only=True,
     ),

@@ -26,7 +26,8 @@ error stays small on that camera's other frames. So this path is never built fro
 frames: ``auto`` offers it only when it is given camera frames (the node's ``calibration_images``,
 the tools' ``--calibration-images``), calibrates on half of them and checks the depth on the other
 half. With ``calibration_images: auto`` the node keeps frames of its own camera while it runs
-(:class:`CalibrationFrameRecorder`) and the next start calibrates on them.
+(:class:`CalibrationFrameRecorder`); the node then chooses its path again with them, in the
+background, and the next start uses them at once.
 
 Only for CPUs with VNNI or AMX (:func:`~..runtime.cpu_features.has_int8_dot_product`): without
 them ONNX Runtime's u8 x s8 products sum in saturating 16-bit lanes (see :mod:`.quantize`).
@@ -255,6 +256,5 @@ class CalibrationFrameRecorder:
             logger.warning("cannot keep camera frames in %s (%s): calibration_images auto stops recording",
                            self._staging, self.failed)
             return False
-        logger.info("kept %d camera frames in %s: the next start calibrates the int8 decoder on them", self.count,
-                    self.folder)
+        logger.info("kept %d camera frames in %s, for calibrating the int8 decoder", self.count, self.folder)
         return True
