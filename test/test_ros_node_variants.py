@@ -128,7 +128,8 @@ def variant(model_files):
     node = rh.NodeProcess(command, rh.node_environment(domain), directory / "variant.log")
     client = rh.RosTestClient(domain, name="variant_client")
     try:
-        node.wait_for_log(r"\[INFO\].*SPACE-CLIP .* Input: \S+/compressed \(compressed\)", timeout=120)
+        node.wait_for_log(r"\[INFO\].*SPACE-CLIP .* Input: \S+/compressed \(compressed, \w+ as its publishers offer\)",
+                          timeout=120)
         # The compressed sub-topic follows the remapped image topic, as image_transport does.
         compressed_pub = client.publisher(f"{image_topic}/compressed", CompressedImage)
         info_pub = client.publisher(f"{namespace}/camera/color/camera_info", CameraInfo)

@@ -37,7 +37,8 @@ RUNTIME = {"points_stride", "min_depth", "max_depth", "points_max_range", "color
            "flying_pixels_invalid", "points_min_confidence", "publish_confidence"}
 READ_ONLY = {"checkpoint", "backbone", "pretrained", "vision_overrides", "device", "precision", "backend", "optimize",
              "cuda_graphs", "auto_cache", "calibration_images", "exported_model",
-             "image_transport", "qos_depth", "publisher_reliability", "cameras", "camera_info_tolerance"}
+             "image_transport", "qos_depth", "image_reliability", "publisher_reliability", "cameras",
+             "camera_info_tolerance"}
 
 
 def test_table_names_are_unique_and_match_the_settings_snapshot():

@@ -23,7 +23,16 @@ from space_clip_ros.outputs.topics import DEPTH_CAMERA_INFO, DEPTH_IMAGE, OUTPUT
 from space_clip_ros.ros import topics
 from space_clip_ros.ros.depth_pipeline import CameraChannel, DepthPipeline
 from space_clip_ros.ros.parameters import DepthNodeSettings
-from space_clip_ros.ros.qos import diagnostics_qos, output_qos, sensor_input_qos
+from space_clip_ros.ros.qos import (
+    diagnostics_qos,
+    image_input_qos,
+    matching_reliability,
+    output_qos,
+    sensor_input_qos,
+)
+
+#: Seconds between checks of the image topics' publishers (``image_reliability: auto``).
+IMAGE_QOS_RECHECK_S = 1.0
 
 #: Makes a publisher: (message type, topic, QoS) -> publisher (``create_publisher`` or ``create_lifecycle_publisher``).
 PublisherFactory = Callable[[type, str, Any], Any]
@@ -50,6 +59,8 @@ class DepthEndpoints:
         self._output_publishers: dict[str, dict[str, Any]] = {}  # camera -> output topic -> publisher
         self._diagnostics_publisher: Any = None
         self._subscriptions: list[Any] = []
+        self._image_subscriptions: dict[str, tuple[str, Any]] = {}  # camera -> (reliability, subscription)
+        self._reliability_timer: Any = None
         self.image_topics = {camera.name: self._image_topic(camera) for camera in pipeline.cameras}
         for camera in pipeline.cameras:
             camera.camera_info_topic = node.resolve_topic_name(camera.topics.camera_info)
@@ -97,7 +108,6 @@ class DepthEndpoints:
     def create_subscriptions(self) -> None:
         in_qos = sensor_input_qos(self._settings.qos_depth)
         for camera in self._pipeline.cameras:
-            compressed = self._settings.image_transport_for(camera.name) == "compressed"
             # CameraInfo first: rclpy's executor serves the ready subscriptions of a node in the order
             # they were made, so an image that arrives with its CameraInfo finds that CameraInfo.
             self._subscriptions += [
@@ -111,18 +121,57 @@ class DepthEndpoints:
                     lambda message, camera=camera: self._pipeline.on_anchor_points(camera, message),
                     in_qos,
                 ),
-                self._node.create_subscription(
-                    CompressedImage if compressed else Image,
-                    self.image_topics[camera.name] if compressed else camera.topics.image,
-                    lambda message, camera=camera: self._pipeline.on_image(camera, message),
-                    in_qos,
-                ),
             ]
+            self._subscribe_image(camera, self._image_reliability(camera))
+        if self._settings.image_reliability == "auto":
+            self._reliability_timer = self._node.create_timer(IMAGE_QOS_RECHECK_S, self._match_image_publishers)
+
+    def _image_reliability(self, camera: CameraChannel) -> str:
+        """The image subscription's reliability now: the parameter, or for ``auto`` what the topic's
+        publishers offer (``qos.matching_reliability``)."""
+        if self._settings.image_reliability != "auto":
+            return self._settings.image_reliability
+        publishers = self._node.get_publishers_info_by_topic(self.image_topics[camera.name])
+        return matching_reliability(info.qos_profile.reliability for info in publishers)
+
+    def _subscribe_image(self, camera: CameraChannel, reliability: str) -> None:
+        compressed = self._settings.image_transport_for(camera.name) == "compressed"
+        self._image_subscriptions[camera.name] = (reliability, self._node.create_subscription(
+            CompressedImage if compressed else Image,
+            self.image_topics[camera.name] if compressed else camera.topics.image,
+            lambda message, camera=camera: self._pipeline.on_image(camera, message),
+            image_input_qos(reliability, self._settings.qos_depth),
+        ))
+
+    def _match_image_publishers(self) -> None:
+        """``image_reliability: auto``: subscribe again when the publishers now call for the other
+        reliability (a camera driver started after the node, or replaced by one with other QoS)."""
+        for camera in self._pipeline.cameras:
+            current, subscription = self._image_subscriptions[camera.name]
+            wanted = self._image_reliability(camera)
+            if wanted == current:
+                continue
+            self._node.destroy_subscription(subscription)
+            self._subscribe_image(camera, wanted)
+            self._node.get_logger().info(
+                f"{camera.log_prefix}image {self.image_topics[camera.name]}: its publishers offer "
+                f"{'reliable' if wanted == 'reliable' else 'best effort'}: subscribed {wanted} "
+                f"(image_reliability auto; was {current})")
+
+    def image_reliabilities(self) -> dict[str, str]:
+        """Each camera's image subscription reliability now (camera name -> reliable / best_effort)."""
+        return {name: reliability for name, (reliability, _) in self._image_subscriptions.items()}
 
     def destroy_subscriptions(self) -> None:
+        if self._reliability_timer is not None:
+            self._node.destroy_timer(self._reliability_timer)
+            self._reliability_timer = None
         for subscription in self._subscriptions:
             self._node.destroy_subscription(subscription)
         self._subscriptions.clear()
+        for _, subscription in self._image_subscriptions.values():
+            self._node.destroy_subscription(subscription)
+        self._image_subscriptions.clear()
 
     # ---- what the log says at start-up -----------------------------------------------------------
     def describe(self) -> str:
@@ -133,7 +182,14 @@ class DepthEndpoints:
         for camera in self._pipeline.cameras:
             transport = self._settings.image_transport_for(camera.name)
             encoding = self._settings.outputs_for(camera.name).depth_encoding
-            source = f"{self.image_topics[camera.name]} ({transport}) + {camera.camera_info_topic}"
+            subscribed = self.image_reliabilities().get(camera.name)
+            if self._settings.image_reliability != "auto":
+                qos = self._settings.image_reliability
+            elif subscribed is None:
+                qos = "reliability matched to its publishers"
+            else:
+                qos = f"{subscribed} as its publishers offer"
+            source = f"{self.image_topics[camera.name]} ({transport}, {qos}) + {camera.camera_info_topic}"
             lines.append(
                 f"{camera.log_prefix}Input: {source}. "
                 f"Output: {resolve(camera.topics.name(DEPTH_IMAGE))} ({encoding}), "

@@ -33,6 +33,8 @@ ParameterValue = bool | int | float | str | list[str]
 IMAGE_TRANSPORTS = ("raw", "compressed")
 #: Values of a publisher reliability parameter.
 RELIABILITIES = ("reliable", "best_effort")
+#: Values of the image subscription's reliability: ``auto`` matches the image topic's publishers.
+INPUT_RELIABILITIES = ("auto", *RELIABILITIES)
 
 
 @dataclass(frozen=True)

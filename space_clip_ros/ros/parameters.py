@@ -28,6 +28,7 @@ from space_clip_ros.inference.runtime.options import BACKEND_CHOICES, PRECISION_
 from space_clip_ros.outputs.options import OPTIONS, OptionInfo, OutputOptions
 from space_clip_ros.ros.parameter_table import (
     IMAGE_TRANSPORTS,
+    INPUT_RELIABILITIES,
     RELIABILITIES,
     ParameterSpec,
     ParameterValue,
@@ -186,9 +187,18 @@ NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "qos_depth", 5,
-        "History depth of the image and camera_info subscriptions (sensor-data QoS: best effort, "
-        "keep last; matches reliable and best-effort publishers).",
+        "History depth of the image and camera_info subscriptions (keep last; camera_info is best effort, "
+        "which matches reliable and best-effort publishers; the image as image_reliability says).",
         _INPUT, read_only=True, min_value=1, max_value=100,
+    ),
+    ParameterSpec(
+        "image_reliability", "auto",
+        "Reliability of the image subscription. auto: match the image topic's publishers, rechecked every "
+        "second: reliable when all of them offer reliable (a large frame, e.g. 640x480 rgb8 under Fast DDS, "
+        "travels in fragments; best effort loses the frame with any fragment: 0.47 of 5 frames/s arrived, "
+        "reliable 4.97), else best effort (matches every publisher). best_effort or reliable force one "
+        "(a reliable subscription does not match a best-effort camera driver).",
+        _INPUT, read_only=True, choices=INPUT_RELIABILITIES,
     ),
     ParameterSpec(
         "publisher_reliability", "reliable",
@@ -323,6 +333,7 @@ class DepthNodeSettings:
     exported_model: str
     image_transport: str
     qos_depth: int
+    image_reliability: str
     publisher_reliability: str
     process_every_n: int
     cameras: tuple[str, ...]

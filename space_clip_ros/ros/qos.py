@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -29,6 +31,33 @@ def sensor_input_qos(depth: int) -> QoSProfile:
         reliability=qos_profile_sensor_data.reliability,
         durability=qos_profile_sensor_data.durability,
     )
+
+
+def image_input_qos(reliability: str, depth: int) -> QoSProfile:
+    """Profile of an image subscription: ``reliable`` or ``best_effort``, keep last ``depth``, volatile."""
+    if reliability not in _RELIABILITY:
+        raise ValueError(f"reliability must be one of {tuple(_RELIABILITY)}, got '{reliability}'")
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=int(depth),
+        reliability=_RELIABILITY[reliability],
+        durability=qos_profile_sensor_data.durability,
+    )
+
+
+def matching_reliability(offered: Iterable[ReliabilityPolicy]) -> str:
+    """``image_reliability: auto``'s choice for an image topic whose publishers offer ``offered``.
+
+    ``reliable`` when every publisher offers reliable: a frame larger than the middleware sends in
+    one piece (Fast DDS: 640x480 rgb8 is 0.9 MB, beyond its 512 KB shared-memory segment) travels
+    in fragments, and a best-effort reader loses the whole frame with any fragment (measured on 2
+    cores: 0.47 of 5 frames/s arrived best effort, 4.97 reliable). ``best_effort`` when any publisher
+    offers best effort (a reliable reader would not match it), and while none is seen yet.
+    """
+    policies = list(offered)
+    if policies and all(policy == ReliabilityPolicy.RELIABLE for policy in policies):
+        return "reliable"
+    return "best_effort"
 
 
 def output_qos(reliability: str) -> QoSProfile:

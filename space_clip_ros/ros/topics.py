@@ -92,13 +92,14 @@ class TopicSpec:
 
 
 SENSOR_QOS_TEXT = "sensor data: best effort, keep last `qos_depth`, volatile"
+IMAGE_QOS_TEXT = "`image_reliability` (auto: as its publishers), keep last `qos_depth`, volatile"
 OUTPUT_QOS_TEXT = "`publisher_reliability` (reliable by default), keep last 5, volatile"
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(IMAGE, "sensor_msgs/Image", "subscribes", SENSOR_QOS_TEXT,
+    TopicSpec(IMAGE, "sensor_msgs/Image", "subscribes", IMAGE_QOS_TEXT,
               "`image_transport: raw`; any encoding of the list under Cameras (RGB/BGR(A) 8 and 16 bit, mono, "
               "YUV 4:2:2, NV12/NV21/NV24, Bayer 8 and 16 bit)"),
-    TopicSpec(f"{IMAGE}/{COMPRESSED_SUFFIX}", "sensor_msgs/CompressedImage", "subscribes", SENSOR_QOS_TEXT,
+    TopicSpec(f"{IMAGE}/{COMPRESSED_SUFFIX}", "sensor_msgs/CompressedImage", "subscribes", IMAGE_QOS_TEXT,
               f"`image_transport: compressed` ({' or '.join(f.upper() for f in COMPRESSED_FORMATS)}); "
               "follows a remapped `image`"),
     TopicSpec(CAMERA_INFO, "sensor_msgs/CameraInfo", "subscribes", SENSOR_QOS_TEXT,
