@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import cv2
@@ -176,23 +177,32 @@ def test_cached_checkpoint_is_reused_unless_the_training_changed(tmp_path, monke
 
 
 # ---- the command ----------------------------------------------------------------------------------------
-def _leftover_nodes(domain_id: int) -> list[psutil.Process]:
-    """Processes of this test's ROS domain still alive (the demo's nodes must all be gone)."""
+#: Environment variable naming one run of the demo command; its nodes inherit it.
+RUN_MARKER = "SPACE_CLIP_TEST_DEMO_RUN"
+
+
+def _leftover_nodes(run: str) -> list[psutil.Process]:
+    """Nodes started by the demo run ``run`` still alive (the demo's nodes must all be gone). Found by
+    the run's marker in their environment, not by the ROS domain: another suite on this machine may
+    run demo nodes on the same domain at the same time."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
             cmdline = " ".join(process.info["cmdline"] or [])
             if ("camera_simulator" in cmdline or "depth_node" in cmdline) and \
-                    process.environ().get("ROS_DOMAIN_ID") == str(domain_id):
+                    process.environ().get(RUN_MARKER) == run:
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
 
 
-def run_demo_command(args: list[str], domain_id: int, timeout: float = 200.0) -> subprocess.CompletedProcess:
-    env = node_environment(domain_id)
-    return subprocess.run([str(DEMO), *args], env=env, capture_output=True, text=True, timeout=timeout)
+def run_demo_command(args: list[str], domain_id: int,
+                     timeout: float = 200.0) -> tuple[subprocess.CompletedProcess, str]:
+    """The demo command's result, and the marker its nodes carry (``_leftover_nodes``)."""
+    run = uuid.uuid4().hex
+    env = node_environment(domain_id) | {RUN_MARKER: run}
+    return subprocess.run([str(DEMO), *args], env=env, capture_output=True, text=True, timeout=timeout), run
 
 
 @pytest.fixture(scope="module")
@@ -206,12 +216,12 @@ def test_demo_quick_runs_end_to_end_and_writes_its_files(tmp_path, tiny_checkpoi
     domain = module_domain_id(__name__)
     out = tmp_path / "demo"
     started = time.monotonic()
-    result = run_demo_command(["--quick", "--checkpoint", str(tiny_checkpoint), "--device", "cpu",
+    result, run = run_demo_command(["--quick", "--checkpoint", str(tiny_checkpoint), "--device", "cpu",
                                "--out", str(out), "--seconds", "3"], domain)
     elapsed = time.monotonic() - started
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert f"Everything is in {out.resolve()}/" in result.stdout
-    assert not _leftover_nodes(domain)
+    assert not _leftover_nodes(run)
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_out"] >= 1 and summary["frames_in"] >= 1
@@ -240,12 +250,12 @@ def test_demo_reports_a_node_that_crashes(tmp_path, tiny_checkpoint):
         data = tiny_checkpoint.with_name(tiny_checkpoint.name + suffix).read_bytes()
         broken.with_name(broken.name + suffix).write_bytes(data if suffix == ".json" else data[:100])
     domain = module_domain_id(__name__)
-    result = run_demo_command(["--quick", "--checkpoint", str(broken), "--device", "cpu",
+    result, run = run_demo_command(["--quick", "--checkpoint", str(broken), "--device", "cpu",
                                "--out", str(tmp_path / "demo")], domain)
     assert result.returncode == 1
     assert "FAILED: depth_node exited" in result.stderr
     assert "cannot load the model" in result.stderr  # the node's own last log lines are shown
-    assert not _leftover_nodes(domain)
+    assert not _leftover_nodes(run)
 
 
 def test_demo_refuses_bad_arguments(tmp_path):

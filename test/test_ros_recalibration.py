@@ -13,6 +13,7 @@ from ros_helpers import FRAME_ID, HEIGHT, WIDTH, make_stamp, pattern_image
 
 from space_clip_ros.demo.processes import wait_until
 from space_clip_ros.inference.rewrites.decoder_int8 import CalibrationFrameRecorder, calibration_files
+from space_clip_ros.inference.runtime.memory import current_memory, second_selection_memory_problem
 from space_clip_ros.inference.runtime.options import unoptimized_options
 from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.model import SpaceClip
@@ -137,3 +138,12 @@ def test_the_same_path_or_a_failed_choice_keeps_the_current_predictor_serving(tm
                                       and "staying on torch" in text for level, text in logger.lines), 10)
     finally:
         pipeline.stop()
+
+
+def test_choosing_again_waits_for_the_next_start_when_memory_is_short():
+    gib = 2**30
+    assert second_selection_memory_problem(2 * gib, 8 * gib) is None
+    problem = second_selection_memory_problem(int(2.3 * gib), 2 * gib)
+    assert problem == "it needs about 2.8 GB free beside this process (2.3 GB) and 2.0 GB are available"
+    rss, available = current_memory()
+    assert rss > 50 * 2**20 and available > 0  # this interpreter holds torch

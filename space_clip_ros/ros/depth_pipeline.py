@@ -28,6 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from space_clip_ros.inference.rewrites.decoder_int8 import CalibrationFrameRecorder
+from space_clip_ros.inference.runtime.memory import current_memory, second_selection_memory_problem
 from space_clip_ros.inference.runtime.predictor import DepthPredictor
 from space_clip_ros.msgs.camera_info_history import format_stamp
 from space_clip_ros.msgs.header import stamp_ns
@@ -284,6 +285,11 @@ class DepthPipeline:
 
     # ---- switching to the path calibrated on the kept frames ------------------------------------------
     def _start_recalibration(self) -> None:
+        problem = second_selection_memory_problem(*current_memory())
+        if problem is not None:
+            self._logger.warning(f"this camera's frames are kept, but the path is not chosen again now: {problem}; "
+                                 "the next start uses the kept frames")
+            return
         self._logger.info("this camera's frames are kept: choosing the inference path again with them, in the "
                           "background (depth keeps coming on the current path meanwhile)")
         self.recalibration = threading.Thread(target=self._recalibrate_in_background, name="depth_recalibration",
