@@ -94,7 +94,8 @@ def package_version(name: str) -> str | None:
 
 
 def _software() -> dict[str, str | None]:
-    return {name: package_version(name) for name in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu")}
+    return {name: package_version(name)
+            for name in ("space_clip_ros", "torch", "onnx", "onnxruntime", "onnxruntime-gpu")}
 
 
 def graph_key(model_hash: str, stages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
