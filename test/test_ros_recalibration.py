@@ -117,7 +117,10 @@ def test_the_pipeline_switches_to_the_path_chosen_with_the_kept_frames(tmp_path,
 def test_the_same_path_or_a_failed_choice_keeps_the_current_predictor_serving(tmp_path, model):
     first: list[DepthPredictor] = []
 
+    serving_threads = torch.get_num_threads()
+
     def same_path():
+        torch.set_num_threads(serving_threads + 1)  # as auto does for its candidates
         return exact(model), {"model": "again"}
 
     pipeline, logger, published = run_pipeline(tmp_path / "same", model, same_path)
@@ -125,10 +128,12 @@ def test_the_same_path_or_a_failed_choice_keeps_the_current_predictor_serving(tm
         first.append(published[0])
         assert all(predictor is published[0] for predictor in published)
         assert "with the kept camera frames the inference path stays torch" in logger.text()
+        assert torch.get_num_threads() == serving_threads  # the current path's setting is back
     finally:
         pipeline.stop()
 
     def broken():
+        torch.set_num_threads(serving_threads + 1)
         raise RuntimeError("calibration failed: disk full")
 
     pipeline, logger, published = run_pipeline(tmp_path / "broken", model, broken)
@@ -136,6 +141,7 @@ def test_the_same_path_or_a_failed_choice_keeps_the_current_predictor_serving(tm
         assert len(published) == 6 and all(predictor is published[0] for predictor in published)
         assert wait_until(lambda: any(level == "warning" and "calibration failed: disk full" in text
                                       and "staying on torch" in text for level, text in logger.lines), 10)
+        assert torch.get_num_threads() == serving_threads
     finally:
         pipeline.stop()
 

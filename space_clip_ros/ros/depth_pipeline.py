@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -257,7 +258,7 @@ class DepthPipeline:
         for (camera, frame, prepared, options), prediction in zip(ready, predictions):
             try:
                 outputs = processor.build(prediction, prepared.header, prepared.calibration, options,
-                                                rgb=prepared.rgb, anchor=camera.anchor)
+                                          rgb=prepared.rgb, anchor=camera.anchor)
             except Exception as exc:  # noqa: BLE001
                 self._frame_failed(camera, frame, exc)
                 continue
@@ -298,13 +299,18 @@ class DepthPipeline:
 
     def _recalibrate_in_background(self) -> None:
         current = path_name(self.predictor)
+        # auto sets torch's process-wide threads for each candidate and then for its choice: the current
+        # path gets its setting back unless the pipeline switches
+        threads = torch.get_num_threads()
         try:
             predictor, facts = self._recalibrate()
         except Exception as exc:  # noqa: BLE001 - whatever failed, the current path keeps serving
+            torch.set_num_threads(threads)
             self._logger.warning(f"choosing the path with the kept camera frames failed ({type(exc).__name__}: "
                                  f"{exc}); staying on {current} (the next start tries again)")
             return
-        self.switch_to(predictor, facts)
+        if not self.switch_to(predictor, facts):
+            torch.set_num_threads(threads)
 
     def switch_to(self, predictor: DepthPredictor, facts: Mapping[str, str]) -> bool:
         """Serve the next batches with ``predictor`` (diagnostics ``facts``) when its path differs from

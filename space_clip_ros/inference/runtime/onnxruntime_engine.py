@@ -84,7 +84,7 @@ def int8_signed_weights(options: OnnxRuntimeOptions) -> bool:
     return has_int8_dot_product()
 
 
-def _calibration_pixels_required(options: OnnxRuntimeOptions) -> None:
+def _require_calibration_images(options: OnnxRuntimeOptions) -> None:
     if not options.calibration_images:
         raise ValueError(
             "quantize_decoder_int8 needs calibration_images: frames from the camera (synthetic frames give "
@@ -94,7 +94,7 @@ def _calibration_pixels_required(options: OnnxRuntimeOptions) -> None:
 
 def _calibration_pixels(model: SpaceClip, options: OnnxRuntimeOptions) -> list[np.ndarray]:
     """The calibration frames of ``options`` as the exported graph's pixels input."""
-    _calibration_pixels_required(options)
+    _require_calibration_images(options)
     return graph_inputs(model, read_calibration_frames(options.calibration_images), takes_images=False)
 
 
@@ -103,7 +103,7 @@ def _whole_model_bytes(model: SpaceClip, options: OnnxRuntimeOptions) -> bytes:
     ``options`` ask, and return the ONNX bytes. Each stage's graph comes from, or goes to, the graph
     cache ``options.graph_cache`` (``graph_cache``)."""
     if options.quantize_decoder_int8:
-        _calibration_pixels_required(options)
+        _require_calibration_images(options)
     export_options = ExportOptions(dynamic_batch=True, with_embedding=True)
     stages = [GraphStage("ONNX export", {"export": dataclasses.asdict(export_options)},
                          lambda _source, out: export_onnx(model, out, export_options))]
