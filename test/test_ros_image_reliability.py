@@ -3,7 +3,8 @@
 A best-effort reader loses a whole frame with any lost fragment, and under Fast DDS a 640x480 rgb8
 frame (0.9 MB) travels in fragments: measured on this 2-core machine, 0.47 of 5 frames/s reached a
 best-effort subscription, 4.97 a reliable one. ``auto`` subscribes reliable when every publisher
-offers reliable, best effort otherwise (and while there is none), and follows the publishers.
+offers reliable, best effort otherwise (and while there is none), and follows the publishers. The
+same holds for the node's own large outputs: it warns about best-effort readers of them.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import ros_helpers as rh
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import ReliabilityPolicy
 from ros_helpers import CX, CY, FRAME_ID, FX, FY, WIDTH, camera_info_message, make_stamp, pattern_image
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from space_clip_ros.ros.qos import image_input_qos, matching_reliability
+from space_clip_ros.ros.qos import best_effort_readers, image_input_qos, matching_reliability
 
 RELIABLE, BEST_EFFORT = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT
 
@@ -32,6 +33,10 @@ def test_auto_matches_the_publishers_reliability():
     assert image_input_qos("best_effort", 5).reliability == BEST_EFFORT
     with pytest.raises(ValueError, match="reliability must be one of"):
         image_input_qos("auto", 5)
+    readers = [("rviz", RELIABLE), ("controller_server", BEST_EFFORT), ("controller_server", BEST_EFFORT),
+               ("laserscan", BEST_EFFORT)]
+    assert best_effort_readers(readers) == ["controller_server", "laserscan"]
+    assert best_effort_readers([("rviz", RELIABLE)]) == []
 
 
 @pytest.mark.ros
@@ -45,8 +50,7 @@ def test_the_node_follows_its_camera_drivers_reliability_and_gets_every_large_fr
     node = rh.NodeProcess(
         rh.depth_node_command(namespace=namespace, image=image_topic, camera_info=info_topic,
                               checkpoint=str(checkpoint),
-                              overrides=rh.tiny_node_overrides(weights, backend="torch", optimize=False,
-                                                               publish_points=False)),
+                              overrides=rh.tiny_node_overrides(weights, backend="torch", optimize=False)),
         rh.node_environment(domain), tmp_path / "node.log")
     client = rh.RosTestClient(domain, name="reliability_client")
     node_name = "space_clip_depth"
@@ -68,6 +72,8 @@ def test_the_node_follows_its_camera_drivers_reliability_and_gets_every_large_fr
         node.wait_for_log(r"its publishers offer reliable: subscribed reliable", timeout=30)
         client.wait_for_subscribers(driver)
         depth = client.collect(f"{namespace}/depth/image", Image)
+        # a best-effort reader of the 4.9 MB clouds, as Nav2's costmap layers subscribe
+        client.collect(f"{namespace}/points", PointCloud2, reliable=False)
         diagnostics = client.collect("/diagnostics", DiagnosticArray)
         frame, scale = pattern_image(480, 640), 640 / WIDTH
         info = camera_info_message(640, 480, FX * scale, FY * scale, CX * scale, CY * scale, FRAME_ID)
@@ -91,6 +97,8 @@ def test_the_node_follows_its_camera_drivers_reliability_and_gets_every_large_fr
             send()
         rh.wait_until(lambda: node_counts().get("frames received") == str(len(sent)), timeout=30,
                       what=f"all {len(sent)} frames received by the node", details=lambda: str(node_counts()))
+        node.wait_for_log(rf"{namespace}/points: \S*reliability_client\S* subscribes best effort, and these "
+                          r"4\.9 MB messages travel in fragments .*\(points_stride 4", timeout=30)
         # The driver is replaced by a best-effort one: the node follows (a reliable reader would not match).
         client.node.destroy_publisher(driver)
         client.publisher(image_topic, Image, reliable=False, depth=5)

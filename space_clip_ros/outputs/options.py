@@ -191,7 +191,9 @@ class OutputOptions:
     )
     points_stride: int = _option(
         1,
-        "Decimation: use every Nth pixel in both directions.",
+        "Decimation: use every Nth pixel in both directions. A best-effort reader such as Nav2's costmap "
+        "layers gets few clouds over 512 KB (Fast DDS sends them in fragments): 4 keeps a 640x480 camera's "
+        "cloud at 0.3 MB.",
         POINT_CLOUD, min_value=1, max_value=64, flag="--points-stride", flag_help="use every Nth pixel for the cloud",
     )
     points_max_range: float = _option(

@@ -24,6 +24,8 @@ from space_clip_ros.ros import topics
 from space_clip_ros.ros.depth_pipeline import CameraChannel, DepthPipeline
 from space_clip_ros.ros.parameters import DepthNodeSettings
 from space_clip_ros.ros.qos import (
+    ONE_PIECE_BYTES,
+    best_effort_readers,
     diagnostics_qos,
     image_input_qos,
     matching_reliability,
@@ -61,6 +63,8 @@ class DepthEndpoints:
         self._subscriptions: list[Any] = []
         self._image_subscriptions: dict[str, tuple[str, Any]] = {}  # camera -> (reliability, subscription)
         self._reliability_timer: Any = None
+        self._message_sizes: dict[str, dict[str, int]] = {}  # camera -> output topic -> bytes of the last message
+        self._large_output_warnings: set[tuple[str, str]] = set()  # (topic, subscriber) already warned about
         self.image_topics = {camera.name: self._image_topic(camera) for camera in pipeline.cameras}
         for camera in pipeline.cameras:
             camera.camera_info_topic = node.resolve_topic_name(camera.topics.camera_info)
@@ -94,15 +98,41 @@ class DepthEndpoints:
         publishers = self._output_publishers.get(camera.name)
         if publishers is None or not self._node.context.ok():
             return False
+        sizes = self._message_sizes.setdefault(camera.name, {})
         for topic, message in outputs.messages():
             publishers[topic.name].publish(message)
+            data = getattr(message, "data", None)
+            if data is not None:
+                sizes[topic.name] = len(data)
         return True
 
     def publish_diagnostics(self) -> None:
+        self._warn_best_effort_readers_of_large_outputs()
         if self._diagnostics_publisher is not None:
             self._diagnostics_publisher.publish(
                 self._pipeline.diagnostics(self._node.get_fully_qualified_name(), self._node.get_clock().now().to_msg())
             )
+
+    def _warn_best_effort_readers_of_large_outputs(self) -> None:
+        """Once per output topic and subscriber: a best-effort reader of messages too large to travel
+        in one piece (``qos.ONE_PIECE_BYTES``) gets few of them; say so, with the ways out."""
+        for camera in self._pipeline.cameras:
+            for topic_name, size in list(self._message_sizes.get(camera.name, {}).items()):  # the worker adds
+                if size <= ONE_PIECE_BYTES:
+                    continue
+                topic = self._node.resolve_topic_name(camera.topics.name(topic_name))
+                readers = [(info.node_name, info.qos_profile.reliability)
+                           for info in self._node.get_subscriptions_info_by_topic(topic)]
+                for reader in best_effort_readers(readers):
+                    if (topic, reader) in self._large_output_warnings:
+                        continue
+                    self._large_output_warnings.add((topic, reader))
+                    self._node.get_logger().warning(
+                        f"{topic}: {reader} subscribes best effort, and these {size / 1e6:.1f} MB messages travel "
+                        f"in fragments (over {ONE_PIECE_BYTES // 1024} KB), so it gets few of them (measured: 0 of "
+                        "99 clouds at 640x480). Make them smaller (points_stride 4 gives a quarter of the width and "
+                        "height, 1/16 of the bytes; output_width/output_height for the depth image) or subscribe "
+                        "reliable")
 
     # ---- subscriptions -----------------------------------------------------------------------------
     def create_subscriptions(self) -> None:
