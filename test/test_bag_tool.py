@@ -334,4 +334,4 @@ def test_argument_errors_come_before_torch_is_imported(run_python):
         assert 'torch' not in sys.modules
     """)
     assert out.returncode == 0, out.stderr
-    assert "--batch-size and --points-stride must be >= 1" in out.stderr
+    assert "--batch-size must be >= 1 and --points-stride >= 0 (0: auto)" in out.stderr

@@ -1341,7 +1341,7 @@ def test_depth_node_parameters_without_post_set_callbacks(ros_context, depth_nod
         (result,) = node.set_parameters([Parameter("depth_encoding", value="8UC1")])
         assert not result.successful and "must be one of" in result.reason
         assert node.settings.outputs.depth_encoding == "32FC1"
-        (result,) = node.set_parameters([Parameter("points_stride", value=0)])  # descriptor's range
+        (result,) = node.set_parameters([Parameter("points_stride", value=-1)])  # descriptor's range
         assert not result.successful and node.settings.outputs.points_stride == 2
 
         (result,) = node.set_parameters([Parameter("min_depth", value=500.0)])

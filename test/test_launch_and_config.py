@@ -304,7 +304,7 @@ def test_node_accepts_every_value_of_the_parameters_file(tmp_path):
     # (otherwise the node would silently keep its defaults, which equal the file's).
     params = tmp_path / "depth.yaml"
     text = PARAMS_FILE.read_text()
-    changed = text.replace("    points_stride: 1\n", "    points_stride: 2\n").replace(
+    changed = text.replace("    points_stride: 0\n", "    points_stride: 2\n").replace(
         '    colormap: "turbo"\n', '    colormap: "jet"\n')
     assert changed.count("\n") == text.count("\n") and changed != text
     params.write_text(changed)

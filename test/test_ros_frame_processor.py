@@ -19,6 +19,7 @@ from ros_helpers import (
 
 from space_clip_ros.data.camera import focal_rescale_factor
 from space_clip_ros.msgs import (
+    XYZ_POINT_STEP,
     CameraInfoError,
     CameraIntrinsics,
     ImageConversionError,
@@ -31,7 +32,7 @@ from space_clip_ros.outputs.builder import DepthOutputBuilder
 from space_clip_ros.outputs.calibration import CameraCalibration
 from space_clip_ros.outputs.frame_processor import DepthFrameProcessor
 from space_clip_ros.outputs.messages import EMBEDDING_LABEL
-from space_clip_ros.outputs.options import OutputOptions
+from space_clip_ros.outputs.options import ONE_PIECE_BYTES, POINTS_STRIDE_AUTO, OutputOptions
 from space_clip_ros.ros.depth_node import EXIT_PARAMETER_ERROR, main
 
 HEIGHT, WIDTH = 64, 96
@@ -136,6 +137,26 @@ def test_range_limits_stride_and_unorganised_cloud(processor):
     flat = processor.process(message, calibration(), settings(points_stride=4, points_max_range=2.5,
                                                               points_organized=False))
     assert flat.points.height == 1 and flat.points.width == int(np.sum(strided <= 2.5))
+
+
+def test_auto_stride_keeps_the_cloud_within_one_dds_piece(processor):
+    auto = OutputOptions()  # points_stride 0: auto, the default
+    assert auto.points_stride == POINTS_STRIDE_AUTO
+    assert auto.cloud_stride(480, 640, with_rgb=False) == 4  # 160x120 x 16 B = 0.3 MB (3 would be 0.55 MB)
+    assert auto.cloud_stride(720, 1280, with_rgb=False) == 6
+    assert auto.cloud_stride(480, 640, with_rgb=True) == 5  # 32-byte points
+    assert auto.cloud_stride(181, 181, with_rgb=False) == 1 and auto.cloud_stride(182, 182, with_rgb=False) == 2
+    assert auto.replace(points_stride=2).cloud_stride(480, 640, with_rgb=False) == 2  # a set stride is kept
+    for height, width in ((480, 640), (720, 1280), (1080, 1920), (4000, 6000)):
+        stride = auto.cloud_stride(height, width, with_rgb=False)
+        assert -(-height // stride) * -(-width // stride) * XYZ_POINT_STEP <= ONE_PIECE_BYTES
+        assert stride == 1 or -(-height // (stride - 1)) * -(-width // (stride - 1)) * XYZ_POINT_STEP > ONE_PIECE_BYTES
+    # the built cloud: a 640x480 camera's organised cloud comes out 160x120, within one piece
+    rgb = pattern_image(480, 640, seed=6)
+    out = processor.process(image_message(rgb, "rgb8", make_stamp(1), FRAME),
+                            calibration(640, 480, fx=520.0), settings(output_width=640, output_height=480))
+    assert (out.points.height, out.points.width) == (120, 160) and len(out.points.data) <= ONE_PIECE_BYTES
+    assert (out.depth_image.height, out.depth_image.width) == (480, 640)  # the depth image keeps its size
 
 
 def test_extras_and_16uc1(processor, predictor):

@@ -72,8 +72,10 @@ def test_the_node_follows_its_camera_drivers_reliability_and_gets_every_large_fr
         node.wait_for_log(r"its publishers offer reliable: subscribed reliable", timeout=30)
         client.wait_for_subscribers(driver)
         depth = client.collect(f"{namespace}/depth/image", Image)
-        # a best-effort reader of the 4.9 MB clouds, as Nav2's costmap layers subscribe
-        client.collect(f"{namespace}/points", PointCloud2, reliable=False)
+        # best-effort readers, as Nav2's costmap layers and depthimage_to_laserscan subscribe: of the
+        # clouds (auto stride: 160x120, 0.3 MB, one piece) and of the 640x480 depth images (1.2 MB)
+        clouds = client.collect(f"{namespace}/points", PointCloud2, reliable=False)
+        client.collect(f"{namespace}/depth/image", Image, reliable=False)
         diagnostics = client.collect("/diagnostics", DiagnosticArray)
         frame, scale = pattern_image(480, 640), 640 / WIDTH
         info = camera_info_message(640, 480, FX * scale, FY * scale, CX * scale, CY * scale, FRAME_ID)
@@ -97,8 +99,10 @@ def test_the_node_follows_its_camera_drivers_reliability_and_gets_every_large_fr
             send()
         rh.wait_until(lambda: node_counts().get("frames received") == str(len(sent)), timeout=30,
                       what=f"all {len(sent)} frames received by the node", details=lambda: str(node_counts()))
-        node.wait_for_log(rf"{namespace}/points: \S*reliability_client\S* subscribes best effort, and these "
-                          r"4\.9 MB messages travel in fragments .*\(points_stride 4", timeout=30)
+        node.wait_for_log(rf"{namespace}/depth/image: \S*reliability_client\S* subscribes best effort, and "
+                          r"these 1\.2 MB messages travel in fragments .*output_width/output_height", timeout=30)
+        assert clouds.messages and (clouds.messages[-1].height, clouds.messages[-1].width) == (120, 160)
+        assert f"{namespace}/points: " not in node.log()  # the auto-strided cloud travels in one piece
         # The driver is replaced by a best-effort one: the node follows (a reliable reader would not match).
         client.node.destroy_publisher(driver)
         client.publisher(image_topic, Image, reliable=False, depth=5)

@@ -55,7 +55,7 @@ FAILING_STARTS = {
         r"backbone\.(pretrained|vision_overrides)",
     ),
     "stride out of range": (
-        {"points_stride": 0},
+        {"points_stride": -1},
         EXIT_PARAMETER_ERROR,
         r"\[FATAL\].*refusing to start: .*points_stride",
     ),

@@ -92,8 +92,7 @@ def test_every_default_is_valid_and_described(spec):
 @pytest.mark.parametrize(
     ("name", "value", "words"),
     [
-        ("points_stride", 0, ">= 1"),
-        ("points_stride", -1, ">= 1"),
+        ("points_stride", -1, ">= 0"),
         ("points_stride", 65, "<= 64"),
         ("points_stride", 2.0, "must be an integer"),
         ("points_stride", True, "must be an integer"),
@@ -149,7 +148,7 @@ def test_rules_between_parameters():
     assert "output_height" in check_changes(defaults, {"output_width": 320})
     assert check_changes(defaults, {"output_width": 320, "output_height": 240}) is None
     # A single bad value is reported before the rules between parameters.
-    assert "points_stride" in check_changes(defaults, {"points_stride": 0, "min_depth": 99.0})
+    assert "points_stride" in check_changes(defaults, {"points_stride": -1, "min_depth": 99.0})
     # Each camera's own output size: -1 (the node's), 0 (its image's) or > 0, width and height together.
     cameras = {**defaults, "cameras": ["front"], "front.output_width": -1, "front.output_height": -1}
     assert check_consistency(cameras) is None
@@ -200,7 +199,7 @@ def test_markdown_table_has_one_row_per_parameter():
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == [spec.name for spec in PARAMETERS]
     stride_row = next(row for row in rows if row.startswith("| `points_stride`"))
-    assert "| integer | `1` | 1 to 64 | yes, next frame |" in stride_row
+    assert "| integer | `0` | 0 to 64 | yes, next frame |" in stride_row
     device_row = next(row for row in rows if row.startswith("| `device`"))
     assert "no (read-only)" in device_row
     # A | inside a description must not break the table.

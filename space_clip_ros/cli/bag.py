@@ -107,8 +107,8 @@ def options_from_args(args: argparse.Namespace) -> BagDepthOptions:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    if args.batch_size < 1 or (args.points_stride is not None and args.points_stride < 1):
-        print("space-clip-bag: error: --batch-size and --points-stride must be >= 1", file=sys.stderr)
+    if args.batch_size < 1 or (args.points_stride is not None and args.points_stride < 0):
+        print("space-clip-bag: error: --batch-size must be >= 1 and --points-stride >= 0 (0: auto)", file=sys.stderr)
         return EXIT_USAGE
 
     # torch (through the predictor and the bag pipeline) is imported after argument errors are reported.

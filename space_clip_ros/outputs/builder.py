@@ -129,7 +129,8 @@ class DepthOutputBuilder:
         # The device builder writes the node's default layout only: organised, full resolution, xyz;
         # the flying-pixel test runs in OpenCV, on the host.
         with_colours = options.points_rgb and rgb is not None
-        return (on_device and options.points_organized and options.points_stride == 1 and not with_colours
+        stride = options.cloud_stride(*depth.shape[-2:], with_rgb=with_colours)
+        return (on_device and options.points_organized and stride == 1 and not with_colours
                 and options.flying_pixel_threshold == 0.0)
 
     def build(
@@ -263,7 +264,7 @@ class DepthOutputBuilder:
                 depth_camera.intrinsics,
                 header,
                 organized=options.points_organized,
-                stride=options.points_stride,
+                stride=options.cloud_stride(out_height, out_width, with_rgb=colours is not None),
                 max_range=options.cloud_max_range,
                 rgb=colours,
             )

@@ -60,17 +60,11 @@ def matching_reliability(offered: Iterable[ReliabilityPolicy]) -> str:
     return "best_effort"
 
 
-#: Largest message Fast DDS (the default middleware) sends in one piece over its shared-memory
-#: transport (its 512 KB segment); larger ones travel in fragments, and a best-effort reader loses a
-#: message with any of them. Measured on the 2-core sandbox, 640x480 camera at 5 frames/s, 20 s:
-#: best-effort subscribers got 0 of 99 clouds of 4.9 MB and 2-3 of 100 depth images of 1.2 MB, but
-#: all 100 clouds of 0.3 MB (``points_stride: 4``); reliable subscribers got every message.
-ONE_PIECE_BYTES = 512 * 1024
 
 
 def best_effort_readers(readers: Iterable[tuple[str, ReliabilityPolicy]]) -> list[str]:
     """The names of the best-effort readers among ``(node name, reliability)`` subscriptions: those a
-    message over :data:`ONE_PIECE_BYTES` reaches only now and then."""
+    message over ``ONE_PIECE_BYTES`` (``outputs.options``) reaches only now and then."""
     return sorted({name for name, reliability in readers if reliability == ReliabilityPolicy.BEST_EFFORT})
 
 
