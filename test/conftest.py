@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,11 +17,13 @@ import pytest
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
-# Backend auto's choices (inference.runtime.auto_select) go to this session's own file, for this
-# process and the nodes it starts, not to the user's ~/.cache.
-os.environ.setdefault(
-    "SPACE_CLIP_AUTO_CACHE", os.path.join(tempfile.mkdtemp(prefix="space_clip_test_auto_"), "auto_paths.json")
-)
+# Backend auto's choices (inference.runtime.auto_select) and the kept ONNX graphs beside them
+# (runtime.graph_cache) go to this session's own folder, for this process and the nodes it starts,
+# not to the user's ~/.cache; the folder goes when the session ends.
+if "SPACE_CLIP_AUTO_CACHE" not in os.environ:
+    _auto_cache_folder = tempfile.mkdtemp(prefix="space_clip_test_auto_")
+    atexit.register(shutil.rmtree, _auto_cache_folder, ignore_errors=True)
+    os.environ["SPACE_CLIP_AUTO_CACHE"] = os.path.join(_auto_cache_folder, "auto_paths.json")
 
 # The tiny test model of space_clip_ros.data.tiny_model: a real open_clip ViT with the
 # reference depth (12 blocks) but a narrow width; it runs in milliseconds on a CPU.
