@@ -6,6 +6,7 @@ from .checkpoint import (
     CheckpointRecord,
     check_compatible,
     checkpoint_paths,
+    hash_weights,
     load_checkpoint,
     save_checkpoint,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "check_compatible",
     "checkpoint_paths",
     "create_model",
+    "hash_weights",
     "load_checkpoint",
     "load_model",
     "make_record",

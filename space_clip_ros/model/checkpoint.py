@@ -173,3 +173,13 @@ def load_decoder_state(decoder: torch.nn.Module, state: dict[str, torch.Tensor])
             parts.append(f"{len(shapes)} with other shapes (e.g. {shapes[:3]})")
         raise CheckpointError("decoder weights do not fit: " + "; ".join(parts))
     decoder.load_state_dict(state)
+
+
+def hash_weights(digest: Any, module: torch.nn.Module) -> Any:
+    """Feed every tensor of ``module``'s state (weights and buffers, by name, in name order) to a
+    ``hashlib`` object ``digest`` and return it: what the feature cache, backend auto's cache and
+    the ONNX graph cache key their entries by (each with its own hash and what else it adds)."""
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest

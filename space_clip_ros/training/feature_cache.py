@@ -37,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
 from ..fileio import atomic_write, atomic_write_text
-from ..model import BackboneFeatures, SpaceClip
+from ..model import BackboneFeatures, SpaceClip, hash_weights
 from ..model.preprocess import resize_and_normalize
 
 logger = logging.getLogger(__name__)
@@ -50,11 +50,7 @@ ORIENTATIONS = ("plain", "mirror")
 
 def weights_digest(module: torch.nn.Module) -> str:
     """Hash of a module's weights: two random-weight backbones (or two files with one name) differ."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return hash_weights(hashlib.blake2b(digest_size=16), module).hexdigest()
 
 
 def cache_identity(model: SpaceClip, dtype: str) -> dict[str, Any]:

@@ -44,7 +44,7 @@ import torch
 
 from ...devices import resolve_device
 from ...fileio import atomic_write_text
-from ...model import BackboneConfig, CheckpointRecord, DecoderConfig, SpaceClip, load_model
+from ...model import BackboneConfig, CheckpointRecord, DecoderConfig, SpaceClip, hash_weights, load_model
 from ..benchmarking.synthetic import synthetic_camera_image
 from ..benchmarking.timing import device_synchronizer, time_interleaved, torch_threads
 from ..rewrites.decoder_int8 import MIN_CALIBRATION_FRAMES, calibration_files, read_calibration_frames
@@ -244,10 +244,7 @@ def weights_identity(model: SpaceClip, record: CheckpointRecord | None) -> str:
     it, and there is no trained depth to keep)."""
     if record is None:
         return "untrained"
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.decoder.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    digest = hash_weights(hashlib.sha256(), model.decoder)
     pretrained = model.config.backbone.pretrained
     if pretrained and Path(pretrained).is_file():
         stat = Path(pretrained).stat()

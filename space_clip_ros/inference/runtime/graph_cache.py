@@ -30,9 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ...model import SpaceClip
+from ...model import SpaceClip, hash_weights
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +54,7 @@ def graph_cache_folder(auto_cache_file: str | os.PathLike) -> Path:
 
 def model_identity(model: SpaceClip) -> str:
     """A hash of the model's configuration and all its weights and buffers (~0.2 s for ViT-B/16)."""
-    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    digest = hash_weights(hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode()), model)
     return "sha256:" + digest.hexdigest()[:32]
 
 
