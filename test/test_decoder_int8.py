@@ -19,7 +19,7 @@ import torch
 
 from space_clip_ros.cli.export import main as export_main
 from space_clip_ros.data.formats import write_rgb
-from space_clip_ros.inference.benchmarking.synthetic import make_decoder_realistic, synthetic_camera_image
+from space_clip_ros.inference.benchmarking.synthetic import synthetic_camera_image
 from space_clip_ros.inference.rewrites import decoder_int8 as decoder_int8_module
 from space_clip_ros.inference.rewrites.decoder_int8 import (
     CalibrationFrameRecorder,
@@ -47,10 +47,13 @@ REAL_FRAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_rg
 ORT_INT8_DECODER = InferencePath("onnxruntime", "fp32", int8=True, int8_decoder=True)
 
 
+REALISTIC_FRAME = (96, 128, 0)  # conftest's frame: height, width, seed
+REALISTIC_SEEDS = (0, 0)  # conftest's realistic_model: torch seed, make_decoder_realistic seed
+
+
 @pytest.fixture(scope="module")
-def model(tiny_model_config) -> SpaceClip:
-    torch.manual_seed(0)
-    return make_decoder_realistic(SpaceClip(tiny_model_config).eval(), synthetic_camera_image(96, 128))
+def model(realistic_model) -> SpaceClip:
+    return realistic_model
 
 
 def write_frames(folder: Path, seeds, size=(96, 128)) -> list[Path]:

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from space_clip_ros.data.formats import write_rgb
-from space_clip_ros.inference.benchmarking.synthetic import make_decoder_realistic, synthetic_camera_image
+from space_clip_ros.inference.benchmarking.synthetic import synthetic_camera_image
 from space_clip_ros.inference.runtime import auto_select, graph_cache, onnxruntime_engine
 from space_clip_ros.inference.runtime.auto_select import InferencePath, predictor_for, select_predictor
 from space_clip_ros.inference.runtime.graph_cache import (
@@ -37,10 +37,13 @@ SIZE = (48, 64)  # depth (H, W)
 ORT_INT8 = InferencePath("onnxruntime", "fp32", int8=True)
 
 
+REALISTIC_FRAME = (96, 128, 0)  # conftest's frame: height, width, seed
+REALISTIC_SEEDS = (0, 0)  # conftest's realistic_model: torch seed, make_decoder_realistic seed
+
+
 @pytest.fixture(scope="module")
-def model(tiny_model_config) -> SpaceClip:
-    torch.manual_seed(0)
-    return make_decoder_realistic(SpaceClip(tiny_model_config).eval(), synthetic_camera_image(96, 128))
+def model(realistic_model) -> SpaceClip:
+    return realistic_model
 
 
 @pytest.fixture

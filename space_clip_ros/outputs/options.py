@@ -27,7 +27,6 @@ from typing import Any
 from space_clip_ros.msgs.image import COLORMAP_NAMES, DEPTH_ENCODINGS
 from space_clip_ros.msgs.pointcloud import XYZ_POINT_STEP, XYZRGB_POINT_STEP
 
-#: Headings the options are listed under (config/depth.yaml, docs).
 #: Largest message Fast DDS (ROS 2's default middleware) sends in one piece over its shared-memory
 #: transport (its 512 KB segment); larger ones travel in fragments, and a best-effort reader loses a
 #: message with any of them. Measured on the 2-core sandbox, 640x480 camera at 5 frames/s, 20 s:
@@ -38,6 +37,7 @@ ONE_PIECE_BYTES = 512 * 1024
 POINTS_STRIDE_AUTO = 0
 MAX_POINTS_STRIDE = 64
 
+#: Headings the options are listed under (config/depth.yaml, docs).
 DEPTH_IMAGE = "depth image"
 SCALE_ANCHOR = "metric scale anchor"
 POINT_CLOUD = "point cloud"

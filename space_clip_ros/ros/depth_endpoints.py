@@ -115,7 +115,7 @@ class DepthEndpoints:
 
     def _warn_best_effort_readers_of_large_outputs(self) -> None:
         """Once per output topic and subscriber: a best-effort reader of messages too large to travel
-        in one piece (``qos.ONE_PIECE_BYTES``) gets few of them; say so, with the ways out."""
+        in one piece (``outputs.options.ONE_PIECE_BYTES``) gets few of them; say so, with the ways out."""
         for camera in self._pipeline.cameras:
             for topic_name, size in list(self._message_sizes.get(camera.name, {}).items()):  # the worker adds
                 if size <= ONE_PIECE_BYTES:
@@ -188,10 +188,6 @@ class DepthEndpoints:
                 f"{'reliable' if wanted == 'reliable' else 'best effort'}: subscribed {wanted} "
                 f"(image_reliability auto; was {current})")
 
-    def image_reliabilities(self) -> dict[str, str]:
-        """Each camera's image subscription reliability now (camera name -> reliable / best_effort)."""
-        return {name: reliability for name, (reliability, _) in self._image_subscriptions.items()}
-
     def destroy_subscriptions(self) -> None:
         if self._reliability_timer is not None:
             self._node.destroy_timer(self._reliability_timer)
@@ -212,13 +208,13 @@ class DepthEndpoints:
         for camera in self._pipeline.cameras:
             transport = self._settings.image_transport_for(camera.name)
             encoding = self._settings.outputs_for(camera.name).depth_encoding
-            subscribed = self.image_reliabilities().get(camera.name)
+            subscribed = self._image_subscriptions.get(camera.name)
             if self._settings.image_reliability != "auto":
                 qos = self._settings.image_reliability
             elif subscribed is None:
                 qos = "reliability matched to its publishers"
             else:
-                qos = f"{subscribed} as its publishers offer"
+                qos = f"{subscribed[0]} as its publishers offer"
             source = f"{self.image_topics[camera.name]} ({transport}, {qos}) + {camera.camera_info_topic}"
             lines.append(
                 f"{camera.log_prefix}Input: {source}. "

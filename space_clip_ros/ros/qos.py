@@ -33,16 +33,21 @@ def sensor_input_qos(depth: int) -> QoSProfile:
     )
 
 
-def image_input_qos(reliability: str, depth: int) -> QoSProfile:
-    """Profile of an image subscription: ``reliable`` or ``best_effort``, keep last ``depth``, volatile."""
+def _keep_last(reliability: str, depth: int) -> QoSProfile:
+    """``reliable`` or ``best_effort``, keep last ``depth``, volatile."""
     if reliability not in _RELIABILITY:
         raise ValueError(f"reliability must be one of {tuple(_RELIABILITY)}, got '{reliability}'")
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
         depth=int(depth),
         reliability=_RELIABILITY[reliability],
-        durability=qos_profile_sensor_data.durability,
+        durability=DurabilityPolicy.VOLATILE,
     )
+
+
+def image_input_qos(reliability: str, depth: int) -> QoSProfile:
+    """Profile of an image subscription: ``reliable`` or ``best_effort``, keep last ``depth``, volatile."""
+    return _keep_last(reliability, depth)
 
 
 def matching_reliability(offered: Iterable[ReliabilityPolicy]) -> str:
@@ -60,8 +65,6 @@ def matching_reliability(offered: Iterable[ReliabilityPolicy]) -> str:
     return "best_effort"
 
 
-
-
 def best_effort_readers(readers: Iterable[tuple[str, ReliabilityPolicy]]) -> list[str]:
     """The names of the best-effort readers among ``(node name, reliability)`` subscriptions: those a
     message over ``ONE_PIECE_BYTES`` (``outputs.options``) reaches only now and then."""
@@ -70,14 +73,7 @@ def best_effort_readers(readers: Iterable[tuple[str, ReliabilityPolicy]]) -> lis
 
 def output_qos(reliability: str) -> QoSProfile:
     """Profile of the depth, camera info, cloud, colour and embedding publishers."""
-    if reliability not in _RELIABILITY:
-        raise ValueError(f"reliability must be one of {tuple(_RELIABILITY)}, got '{reliability}'")
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=OUTPUT_HISTORY_DEPTH,
-        reliability=_RELIABILITY[reliability],
-        durability=DurabilityPolicy.VOLATILE,
-    )
+    return _keep_last(reliability, OUTPUT_HISTORY_DEPTH)
 
 
 def diagnostics_qos() -> QoSProfile:

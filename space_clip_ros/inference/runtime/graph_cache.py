@@ -145,10 +145,9 @@ class GraphCache:
         stage already kept: a kept int8 graph needs neither the export nor its float graph again."""
         settings = [stage.settings for stage in stages]
         keys = [graph_key(model_hash, settings[: index + 1]) for index in range(len(stages))]
-        kept = [index for index in range(len(stages)) if self.path(keys[index]).is_file()]
-        start = kept[-1] if kept else -1
+        start = max((index for index, key in enumerate(keys) if self.path(key).is_file()), default=0)
         path: Path | None = None
-        for index in range(max(start, 0), len(stages)):
+        for index in range(start, len(stages)):
             source, stage = path, stages[index]
             path = self.get_or_build(keys[index], lambda out, stage=stage, source=source: stage.build(source, out),
                                      stage.label)
