@@ -11,7 +11,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import BackboneConfig, DecoderConfig, ModelConfig, backbone_from_options
-from .decoder import DualPathwayDecoder, SpaceClipOutput
+from .decoder import DualPathwayDecoder, LastStageInputs, SpaceClipOutput
 from .factory import create_model, load_model, make_record
 from .space_clip import SpaceClip
 
@@ -25,6 +25,7 @@ __all__ = [
     "FrozenClipBackbone",
     "ModelConfig",
     "SpaceClip",
+    "LastStageInputs",
     "SpaceClipOutput",
     "backbone_from_options",
     "build_backbone",

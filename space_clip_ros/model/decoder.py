@@ -37,6 +37,17 @@ class SpaceClipOutput:
     aux: list[torch.Tensor] = field(default_factory=list)
 
 
+@dataclass
+class LastStageInputs:
+    """What the decoder's last semantic stage reads: the previous stage's map (the first projected
+    semantic map for a one-stage decoder), its semantic skip, and its structural skip (None when the
+    structural path is shorter than the semantic one, as in the reference configuration)."""
+
+    x: torch.Tensor
+    semantic_skip: torch.Tensor
+    structural_skip: torch.Tensor | None
+
+
 def _projection(width: int, channels: int) -> nn.Conv2d:
     return nn.Conv2d(width, channels, kernel_size=1)
 
@@ -104,38 +115,70 @@ class DualPathwayDecoder(nn.Module):
             aux_heads: with ``with_aux``, which heads (indices into ``aux_heads``), in that order;
                 None: all of them. Heads not asked for are not run.
         """
-        cfg = self.config
-        semantic_maps = []
-        for i, layer in enumerate(cfg.semantic_layers):
-            tokens = hidden[layer]
-            if self.film is not None:
-                tokens = self.film[i](tokens, global_features)
-            semantic_maps.append(self.semantic_proj[i](tokens_to_map(tokens, grid)))
-
-        structural_outputs: list[torch.Tensor] = []
-        structural = cfg.active_structural_layers
-        if structural:
-            x = tokens_to_map(hidden[structural[0]], grid)
-            for i, layer in enumerate(structural):
-                skip = self.structural_proj[i](tokens_to_map(hidden[layer], grid))
-                x = self.structural_stages[i](x, skip)
-                structural_outputs.append(x)
-
         wanted = range(len(self.aux_heads)) if aux_heads is None else tuple(aux_heads)
         for head in wanted:
             if not 0 <= head < len(self.aux_heads):
                 raise ValueError(f"aux head {head} asked for, but the decoder has {len(self.aux_heads)}")
+        semantic_maps, structural_outputs = self.skip_maps(hidden, global_features, grid)
         computed: dict[int, torch.Tensor] = {}
         x = semantic_maps[0]
         for i, stage in enumerate(self.semantic_stages):
-            structural_skip = structural_outputs[i] if i < len(structural_outputs) else None
-            x = stage(x, semantic_maps[i], structural_skip)
+            x = stage(x, *self._skips(i, semantic_maps, structural_outputs))
             if with_aux and i in wanted:
                 computed[i] = resize_to(self.aux_heads[i](x), output_size)
         aux = [computed[head] for head in wanted] if with_aux else []
 
         depth = resize_to(self.head(x), output_size)
         return SpaceClipOutput(depth=depth, global_features=global_features, aux=aux)
+
+    def skip_maps(
+        self, hidden: Sequence[torch.Tensor] | dict[int, torch.Tensor], global_features: torch.Tensor,
+        grid: tuple[int, int],
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(semantic maps, structural outputs): the FiLM-modulated, projected deep layers (one per
+        semantic stage) and the structural stages' outputs (one per active structural layer)."""
+        semantic_maps = []
+        for i, layer in enumerate(self.config.semantic_layers):
+            tokens = hidden[layer]
+            if self.film is not None:
+                tokens = self.film[i](tokens, global_features)
+            semantic_maps.append(self.semantic_proj[i](tokens_to_map(tokens, grid)))
+
+        structural_outputs: list[torch.Tensor] = []
+        structural = self.config.active_structural_layers
+        if structural:
+            x = tokens_to_map(hidden[structural[0]], grid)
+            for i, layer in enumerate(structural):
+                skip = self.structural_proj[i](tokens_to_map(hidden[layer], grid))
+                x = self.structural_stages[i](x, skip)
+                structural_outputs.append(x)
+        return semantic_maps, structural_outputs
+
+    @staticmethod
+    def _skips(stage: int, semantic_maps: list[torch.Tensor],
+               structural_outputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The semantic and (for the first ``len(T)`` stages) structural skip of semantic stage ``stage``."""
+        return semantic_maps[stage], structural_outputs[stage] if stage < len(structural_outputs) else None
+
+    def last_stage_inputs(
+        self, hidden: Sequence[torch.Tensor] | dict[int, torch.Tensor], global_features: torch.Tensor,
+        grid: tuple[int, int],
+    ) -> LastStageInputs:
+        """Everything before the last (full-resolution) semantic stage: what :meth:`finish` takes.
+
+        ``finish(last_stage_inputs(...), size)`` is ``forward(...).depth``, computed in two parts so
+        that a runtime can run them in different precisions (``rewrites.precision``)."""
+        semantic_maps, structural_outputs = self.skip_maps(hidden, global_features, grid)
+        last = len(self.semantic_stages) - 1
+        x = semantic_maps[0]
+        for i in range(last):
+            x = self.semantic_stages[i](x, *self._skips(i, semantic_maps, structural_outputs))
+        return LastStageInputs(x, *self._skips(last, semantic_maps, structural_outputs))
+
+    def finish(self, inputs: LastStageInputs, output_size: tuple[int, int]) -> torch.Tensor:
+        """The last semantic stage, the depth head and the resize to ``output_size``: depth (B, 1, H, W)."""
+        x = self.semantic_stages[-1](inputs.x, inputs.semantic_skip, inputs.structural_skip)
+        return resize_to(self.head(x), output_size)
 
     def parameter_breakdown(self) -> dict[str, int]:
         """Trainable parameters per part (batch-norm running statistics are buffers, not counted)."""

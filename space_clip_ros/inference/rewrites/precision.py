@@ -4,6 +4,9 @@
   rounded to bf16 on the way in, and the depth map comes out at the decoder's own resolution,
   back in fp32 *before* the final bilinear resize to the requested size (resizing in bf16 would
   round every output depth to 8 significant bits: ~2 cm at 5 m).
+* :func:`last_stage_in`: the decoder's last (full-resolution) semantic stage and depth head alone
+  in bf16 (``ReducedPrecisionDecoder.finish``), after a graph that stops before it (ONNX Runtime's
+  ``bf16_last_stage``: int8 everywhere else, where ONNX Runtime has no bf16 kernels).
 * :func:`use_attention_dtype`: the encoder's attention products (query x key, attention x value)
   in bf16, the Linear layers around them as they are (int8 or fp32).
 
@@ -13,14 +16,16 @@ Both change the numbers within the tolerance of :mod:`space_clip_ros.inference.r
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ...model.decoder import DualPathwayDecoder, SpaceClipOutput
+from ...model.decoder import DualPathwayDecoder, LastStageInputs, SpaceClipOutput
 from ...model.layers import resize_to
 from .attention import SdpaSelfAttention
+from .fusion import fold_batch_norms
 
 
 def _cast_layers(hidden, layers: tuple[int, ...], dtype: torch.dtype):
@@ -113,6 +118,30 @@ class ReducedPrecisionDecoder(nn.Module):
             global_features=global_features,
             aux=[resize_to(aux.float(), size) for aux in out.aux],
         )
+
+
+    def finish(self, inputs: LastStageInputs, output_size: tuple[int, int]) -> torch.Tensor:
+        """``DualPathwayDecoder.finish`` in ``dtype``: the inputs cast (NHWC, the layout oneDNN's
+        convolutions want), the depth computed at the stage's own resolution (twice the input's) and
+        back in fp32 before the resize to ``output_size``. Depth (B, 1, H, W) fp32."""
+
+        def cast(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.to(self.dtype, memory_format=torch.channels_last)
+
+        native = (int(inputs.x.shape[-2]) * 2, int(inputs.x.shape[-1]) * 2)
+        depth = self.inner.finish(LastStageInputs(cast(inputs.x), cast(inputs.semantic_skip),
+                                                  cast(inputs.structural_skip)), native)
+        return resize_to(depth.float(), tuple(output_size))
+
+
+def last_stage_in(decoder: DualPathwayDecoder, dtype: torch.dtype = torch.bfloat16) -> ReducedPrecisionDecoder:
+    """A copy of ``decoder`` (eval mode, batch norm folded, NHWC) in ``dtype`` whose ``finish`` runs
+    its last stage and depth head; ``decoder`` itself is left as it is. The stages before the last
+    are copied too (they are small: ~1/10 of the decoder's weights) but not run."""
+    prepared = copy.deepcopy(decoder).eval().requires_grad_(False)
+    fold_batch_norms(prepared)
+    prepared.to(memory_format=torch.channels_last)
+    return ReducedPrecisionDecoder(prepared, dtype)
 
 
 def use_attention_dtype(module: nn.Module, dtype: torch.dtype | None) -> int:

@@ -5,8 +5,8 @@ On first use for a (machine, model, sizes, software) combination, :func:`select_
 1. lists the candidate paths valid on the device (:func:`candidate_paths`): on a CPU the torch
    backend with an int8 encoder and an fp32 or (with bf16 arithmetic in hardware) bf16 decoder,
    ONNX Runtime with an int8 encoder (and, given camera frames on a CPU with VNNI / AMX int8 dot
-   products, an int8 decoder too), with its worker threads sleeping or spinning within a run, or
-   in fp32; on CUDA torch in fp16 / bf16, with and without
+   products, an int8 decoder too, its last stage in fp32 or, with bf16 arithmetic, in bf16), with its
+   worker threads sleeping or spinning within a run, or in fp32; on CUDA torch in fp16 / bf16, with and without
    CUDA graphs, torch.compile, and TensorRT when it is importable;
 2. builds each (a candidate that fails to build or run is skipped, its reason logged), runs it on
    a few synthetic camera frames and compares its depth with the fp32 model's on the same frames
@@ -75,7 +75,8 @@ class InferencePath:
     Attributes:
         backend: torch, onnxruntime or tensorrt.
         precision: fp32, or fp16 / bf16 (CUDA: the model's; CPU bf16: the torch path's bf16
-            decoder and attention inside an fp32 model).
+            decoder and attention inside an fp32 model, ONNX Runtime's decoder's last stage and head
+            in bf16 in torch, ``OnnxRuntimeOptions.bf16_last_stage``).
         int8: int8 encoder (CPU: torch's dynamic int8 Linear layers, ONNX Runtime's int8 MatMuls).
         int8_decoder: ONNX Runtime on a CPU: static int8 for most of the decoder's convolutions too
             (``rewrites.decoder_int8``).
@@ -161,6 +162,8 @@ def candidate_paths(device: torch.device, precision: str = "auto", calibrated: b
         int8_paths = [InferencePath("onnxruntime", "fp32", int8=True)]
         if calibrated and has_int8_dot_product():  # u8 x s8 convolutions sum exactly and fast only there
             int8_paths.append(InferencePath("onnxruntime", "fp32", int8=True, int8_decoder=True))
+            if bf16_supported():  # the one float part left, the last stage, in bf16 (bf16_last_stage)
+                int8_paths.append(InferencePath("onnxruntime", "bf16", int8=True, int8_decoder=True))
         for path in int8_paths:  # spinning wins on idle cores and loses on busy ones: measure both
             paths += [path, dataclasses.replace(path, spinning=True)]
         paths.append(InferencePath("onnxruntime", "fp32"))

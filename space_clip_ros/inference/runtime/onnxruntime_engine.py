@@ -5,6 +5,9 @@ preprocessing, so their depth equals the torch path's up to float rounding; grap
 ``image`` input (uint8 camera frames at one fixed size, preprocessing inside) take the frames
 as they are. Depth comes out at the graph's size and is bilinearly resized to the requested size
 in torch when they differ (that is also the decoder's own last step).
+
+With ``bf16_last_stage`` the graph stops before the decoder's last stage (its inputs are the
+graph's outputs) and torch runs that stage and the depth head in bf16 (``rewrites.precision``).
 """
 
 from __future__ import annotations
@@ -19,18 +22,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...model import SpaceClip
+from ...model import LastStageInputs, SpaceClip
+from ..benchmarking.timing import torch_threads
 from ..rewrites.decoder_int8 import graph_inputs, quantize_onnx_decoder_int8, read_calibration_frames
 from ..rewrites.export import (
     DEPTH_OUTPUT,
     EMBEDDING_OUTPUT,
     IMAGE_INPUT,
+    LAST_STAGE_OUTPUTS,
     PIXELS_INPUT,
     ExportOptions,
     export_onnx,
     export_parts,
     part_input_names,
 )
+from ..rewrites.precision import last_stage_in
 from ..rewrites.quantize import quantize_onnx_int8
 from .graph_cache import GraphStage, files_identity, graph_store, model_identity
 from .memory import return_freed_memory_to_os
@@ -99,12 +105,13 @@ def _calibration_pixels(model: SpaceClip, options: OnnxRuntimeOptions) -> list[n
 
 
 def _whole_model_bytes(model: SpaceClip, options: OnnxRuntimeOptions) -> bytes:
-    """Export ``model`` (pixels in, native depth + embedding out, dynamic batch), quantised as
-    ``options`` ask, and return the ONNX bytes. Each stage's graph comes from, or goes to, the graph
-    cache ``options.graph_cache`` (``graph_cache``)."""
+    """Export ``model`` (pixels in, native depth + embedding out, dynamic batch; with
+    ``bf16_last_stage`` the last stage's inputs instead of depth), quantised as ``options`` ask, and
+    return the ONNX bytes. Each stage's graph comes from, or goes to, the graph cache
+    ``options.graph_cache`` (``graph_cache``)."""
     if options.quantize_decoder_int8:
         _require_calibration_images(options)
-    export_options = ExportOptions(dynamic_batch=True, with_embedding=True)
+    export_options = ExportOptions(dynamic_batch=True, with_embedding=True, until_last_stage=options.bf16_last_stage)
     stages = [GraphStage("ONNX export", {"export": dataclasses.asdict(export_options)},
                          lambda _source, out: export_onnx(model, out, export_options))]
     if options.quantize_int8:
@@ -168,6 +175,12 @@ class OnnxRuntimeEngine:
         self.options = options
         self._model = model if options.model_path is None else None
         self._split: tuple[Callable, Callable] | None = None
+        self._last_stage = None
+        if options.bf16_last_stage:
+            if model is None or options.model_path is not None:
+                raise ValueError("bf16_last_stage runs the decoder's last stage from the model's weights: it needs "
+                                 "the model, not an exported model_path")
+            self._last_stage = last_stage_in(model.decoder, torch.bfloat16)
         if options.model_path is not None:
             source: str | bytes = str(options.model_path)
             self.origin = f"file {options.model_path}"
@@ -194,7 +207,11 @@ class OnnxRuntimeEngine:
         self.input_name = inputs[0].name
         self.input_shape = list(inputs[0].shape)
         self.output_names = [o.name for o in self.session.get_outputs()]
-        if DEPTH_OUTPUT not in self.output_names:
+        if self._last_stage is not None:
+            self.result_names = [name for name in LAST_STAGE_OUTPUTS if name in self.output_names]
+        else:
+            self.result_names = [DEPTH_OUTPUT] if DEPTH_OUTPUT in self.output_names else []
+        if not self.result_names:
             raise ValueError(f"ONNX graph has no '{DEPTH_OUTPUT}' output (outputs: {self.output_names})")
         # A fixed batch dimension is an int; a dynamic one is a name (str) or None.
         self.fixed_batch = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
@@ -212,7 +229,7 @@ class OnnxRuntimeEngine:
         return int(self.input_shape[1]), int(self.input_shape[2])
 
     def _run_numpy(self, inputs: np.ndarray, with_embedding: bool) -> list[np.ndarray]:
-        names = [DEPTH_OUTPUT]
+        names = list(self.result_names)
         if with_embedding:
             if EMBEDDING_OUTPUT not in self.output_names:
                 raise ValueError("this ONNX graph was exported without the embedding output (--with-embedding)")
@@ -233,11 +250,22 @@ class OnnxRuntimeEngine:
         if not self.takes_images:
             array = array.astype(np.float32, copy=False)
         outputs = self._run_numpy(np.ascontiguousarray(array), with_embedding)
-        depth = torch.from_numpy(outputs[0]).to(self.device)
-        if tuple(depth.shape[-2:]) != tuple(output_size):
-            depth = F.interpolate(depth, size=tuple(output_size), mode="bilinear", align_corners=False)
-        embedding = torch.from_numpy(outputs[1]).to(self.device) if with_embedding else None
+        count = len(self.result_names)
+        if self._last_stage is not None:
+            depth = self._finish([torch.from_numpy(array) for array in outputs[:count]], output_size)
+        else:
+            depth = torch.from_numpy(outputs[0]).to(self.device)
+            if tuple(depth.shape[-2:]) != tuple(output_size):
+                depth = F.interpolate(depth, size=tuple(output_size), mode="bilinear", align_corners=False)
+        embedding = torch.from_numpy(outputs[count]).to(self.device) if with_embedding else None
         return Prediction(depth=depth[:, 0], embedding=embedding)
+
+    def _finish(self, tensors: list[torch.Tensor], output_size: tuple[int, int]) -> torch.Tensor:
+        """The decoder's last stage and head in bf16 on the graph's outputs (``bf16_last_stage``),
+        on as many torch threads as the graph had."""
+        inputs = LastStageInputs(*tensors, *([None] * (3 - len(tensors))))
+        with torch.inference_mode(), torch_threads(self.options.torch_threads or self.threads):
+            return self._last_stage.finish(inputs, output_size).to(self.device)
 
     def release_model(self) -> None:
         """Drop the reference to the exported model (the session has its own weights)."""
@@ -248,10 +276,10 @@ class OnnxRuntimeEngine:
         """(encode, decode) callables on separate encoder and decoder sessions, to time the parts.
 
         ``encode(pixels) -> features``, ``decode(features, output_size) -> depth``. Only for
-        engines built from a model (a given ONNX file cannot be split); None otherwise. Built on
-        first use (two more exports) and kept.
+        engines built from a model (a given ONNX file cannot be split) and run by ONNX Runtime alone
+        (not ``bf16_last_stage``); None otherwise. Built on first use (two more exports) and kept.
         """
-        if self._model is None:
+        if self._model is None or self._last_stage is not None:
             return None
         if self._split is None:
             self._split = self._make_split_runners()
@@ -275,5 +303,7 @@ class OnnxRuntimeEngine:
         return encode, decode
 
     def describe(self) -> str:
-        torch_threads = "" if self.options.torch_threads is None else f", torch {self.options.torch_threads}"
-        return f"onnxruntime {self.session.get_providers()[0]} ({self.origin}, {self.threads} threads{torch_threads})"
+        threads = "" if self.options.torch_threads is None else f", torch {self.options.torch_threads}"
+        last_stage = ", decoder's last stage and head in bf16 in torch" if self._last_stage is not None else ""
+        return (f"onnxruntime {self.session.get_providers()[0]} ({self.origin}{last_stage}, {self.threads} "
+                f"threads{threads})")

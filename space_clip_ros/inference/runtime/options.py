@@ -93,6 +93,12 @@ class OnnxRuntimeOptions:
             AMX int8 dot products.
         calibration_images: image files from the camera that calibrate ``quantize_decoder_int8``
             (``rewrites.decoder_int8.calibration_files`` lists a folder or a glob).
+        bf16_last_stage: the decoder's last (full-resolution) stage and depth head run in torch in
+            bf16 (oneDNN, ``rewrites.precision.last_stage_in``) after a graph that stops before them:
+            ONNX Runtime has no bf16 kernels on x86, and that stage is kept out of int8 for its
+            error, so it is the one float part left (~15 % of the int8 path's time on Zen 5). For
+            CPUs with bf16 arithmetic (``cpu_features.bf16_supported``); needs the model (not
+            ``model_path``). Torch then runs on as many threads as ONNX Runtime (``torch_threads``).
         intra_op_threads: threads per operator; ``0`` means the number of physical cores.
         allow_spinning: let the worker threads spin while a run is in progress, waiting for the next
             operator's work instead of sleeping between operators; they stop spinning when the run
@@ -117,6 +123,7 @@ class OnnxRuntimeOptions:
     int8_signed_weights: bool | None = None
     quantize_decoder_int8: bool = False
     calibration_images: tuple[str, ...] = ()
+    bf16_last_stage: bool = False
     intra_op_threads: int = 0
     allow_spinning: bool = False
     providers: tuple[str, ...] | None = None
@@ -189,17 +196,19 @@ def default_options(backend: str, device: torch.device, precision: str = "fp32")
     CPU: int8 weights for the encoder's matrix products (one scale per output channel), batch norm
     folded, NHWC decoder, one thread per physical core (ONNX Runtime: its pool gets the cores,
     torch's pre/post-processing one thread; s8 weights where VNNI sums them exactly). With
-    ``precision`` bf16 on a CPU with bf16 arithmetic (torch backend): the decoder and the attention
-    products in bf16 too. CUDA: half-precision weights, SDPA, NHWC, folded batch norm (the precision
-    itself is the predictor's ``precision`` argument).
+    ``precision`` bf16 on a CPU with bf16 arithmetic: the torch backend's decoder and attention
+    products in bf16 too; ONNX Runtime's decoder's last stage and head in bf16 in torch
+    (``bf16_last_stage``, torch then on all the cores). CUDA: half-precision weights, SDPA, NHWC,
+    folded batch norm (the precision itself is the predictor's ``precision`` argument).
     """
     on_cpu = device.type == "cpu"
-    bf16 = backend == "torch" and cpu_bf16_wanted(precision, device)
+    bf16 = backend in ("torch", "onnxruntime") and cpu_bf16_wanted(precision, device)
     return InferenceOptions(
         backend=backend,
         torch=TorchOptions(quantize_encoder_int8=on_cpu, bf16_decoder=bf16, bf16_attention=bf16,
                            num_threads=0 if on_cpu else None),
-        onnxruntime=OnnxRuntimeOptions(quantize_int8=on_cpu, torch_threads=1 if on_cpu else None),
+        onnxruntime=OnnxRuntimeOptions(quantize_int8=on_cpu, bf16_last_stage=bf16,
+                                       torch_threads=(physical_cores() if bf16 else 1) if on_cpu else None),
     )
 
 
@@ -253,6 +262,8 @@ def inference_options(
         if threads is not None:
             torch_changes["num_threads"] = threads
             onnxruntime = dataclasses.replace(onnxruntime, intra_op_threads=threads)
+            if onnxruntime.bf16_last_stage:  # torch runs a part of the model too: on the same cores
+                onnxruntime = dataclasses.replace(onnxruntime, torch_threads=threads or physical_cores())
         options = dataclasses.replace(
             options, torch=dataclasses.replace(options.torch, **torch_changes), onnxruntime=onnxruntime
         )

@@ -30,14 +30,17 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 
 def resolve_precision(precision: str, device: torch.device, options: InferenceOptions | None = None) -> torch.dtype:
     """The dtype of the model's inputs and outputs. On a CPU always fp32: there ``bf16`` is the torch
-    fast path's bf16 decoder and attention (``options``), inside an fp32 model."""
+    fast path's bf16 decoder and attention, or ONNX Runtime's bf16 last stage (``options``), inside an
+    fp32 model."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     if device.type != "cuda" and precision != "fp32":
-        cpu_bf16 = options is not None and options.backend == "torch" and options.torch.bf16_decoder
+        cpu_bf16 = options is not None and (
+            (options.backend == "torch" and options.torch.bf16_decoder)
+            or (options.backend == "onnxruntime" and options.onnxruntime.bf16_last_stage))
         if not (precision == "bf16" and cpu_bf16):
-            logger.warning("precision %s is a CUDA option (bf16 on a CPU: the torch fast path's bf16 decoder); "
-                           "running fp32 on %s", precision, device)
+            logger.warning("precision %s is a CUDA option (bf16 on a CPU: the torch fast path's bf16 decoder, "
+                           "ONNX Runtime's bf16 last stage); running fp32 on %s", precision, device)
         return torch.float32
     return PRECISIONS[precision]
 
