@@ -286,6 +286,30 @@ def test_interleaved_timing_statistics():
     assert math.isclose(summary.median_ms, 2.5) and summary.min_ms == 1.0 and summary.max_ms == 4.0
 
 
+def test_a_lead_in_call_of_the_same_candidate_precedes_each_timed_call():
+    import time
+
+    calls: list[str] = []
+
+    def slow_after_other(name: str):
+        # costs 5 ms when the previous call was another candidate's (its leftovers), 0 otherwise
+        def call():
+            if calls and calls[-1] != name:
+                time.sleep(0.005)
+            calls.append(name)
+        return call
+
+    plain = time_interleaved({"a": slow_after_other("a"), "b": slow_after_other("b")}, warmup=0, repeats=3)
+    assert plain["b"].min_ms >= 5  # interleaved: b always runs after a, and pays for it
+    calls.clear()
+    led = time_interleaved({"a": slow_after_other("a"), "b": slow_after_other("b")}, warmup=0, repeats=3,
+                           lead_in=1)
+    assert calls == ["a", "a", "b", "b"] * 3 and led["a"].repeats == 3
+    assert led["a"].median_ms < 5 and led["b"].median_ms < 5
+    with pytest.raises(ValueError, match="lead_in"):
+        time_interleaved({"a": slow_after_other("a")}, warmup=0, repeats=1, lead_in=-1)
+
+
 def test_compile_modes_that_capture_graphs_do_not_nest_in_cuda_graphs():
     from space_clip_ros.inference.runtime.torch_engine import compile_mode_for
 

@@ -309,7 +309,8 @@ def bench_frames(predictor: DepthPredictor, settings: Settings) -> list[dict]:
 def bench_compare(
     model: SpaceClip, fast: DepthPredictor, settings: Settings, image: np.ndarray, baseline_threads: int
 ) -> dict:
-    """Plain fp32 eager baseline of the same model, timed in alternation with the fast path.
+    """Plain fp32 eager baseline of the same model, timed in alternation with the fast path, each
+    timed call after an untimed one of the same path (``time_interleaved``'s ``lead_in``).
 
     Each runs with its own torch thread count (the baseline with the process default, the fast
     path with what its options set), since the setting is process-wide.
@@ -344,7 +345,9 @@ def bench_compare(
 
     logger.info("compare: %d alternating rounds of baseline and fast path", settings.repeats)
     with torch.inference_mode():
-        stats = time_interleaved(candidates, settings.warmup, settings.repeats, synchronize)
+        # lead_in: each path is timed after a call of its own, as it runs in a node, not right after
+        # the other one (whose torch threads would still be spinning: time_interleaved)
+        stats = time_interleaved(candidates, settings.warmup, settings.repeats, synchronize, lead_in=1)
         with torch_threads(baseline_threads):
             reference = baseline.infer(image[None], output_size=size).depth
         fast_depth = fast.infer(image[None], output_size=size).depth

@@ -82,14 +82,21 @@ def time_interleaved(
     warmup: int,
     repeats: int,
     synchronize: Callable[[], None] = lambda: None,
+    lead_in: int = 0,
 ) -> dict[str, TimingStats]:
     """Time each zero-argument callable ``repeats`` times, one round of all candidates at a time.
 
     Every candidate first runs ``warmup`` times untimed (lazy initialisation, allocator and cache
-    warm-up, CUDA graph capture, autotuning).
+    warm-up, CUDA graph capture, autotuning). With ``lead_in``, each timed call follows that many
+    untimed calls of the same candidate, so that it meets what that candidate leaves behind, as it
+    would running alone, and not what the previous one left: torch's OpenMP workers spin for some
+    milliseconds after an operator returns, and an ONNX Runtime graph timed right after a 2-thread
+    torch model took 10-14 ms (10-14 %) longer on a 2-core Zen 5 (docs/benchmarks.md).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if lead_in < 0:
+        raise ValueError(f"lead_in must be >= 0, got {lead_in}")
     for function in candidates.values():
         for _ in range(warmup):
             function()
@@ -97,6 +104,8 @@ def time_interleaved(
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, function in candidates.items():
+            for _ in range(lead_in):
+                function()
             synchronize()
             start = time.perf_counter()
             function()

@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 #: Environment variable naming the cache file (the node's ``auto_cache`` parameter overrides it).
 CACHE_ENV = "SPACE_CLIP_AUTO_CACHE"
 #: Bumped when the meaning of a cached choice changes: older entries are then measured again.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: each timed call follows one of the same path (time_interleaved's lead_in)
 #: Depth size measured when the caller does not know its own (a common RGB-D camera's, H x W).
 DEFAULT_OUTPUT_SIZE = (480, 640)
 #: Synthetic frames each candidate's depth is compared on, and timed rounds per candidate.
@@ -309,10 +309,12 @@ Build = Callable[[InferencePath], DepthPredictor]
 
 def interleaved_measure(rounds: int = TIMED_ROUNDS, warmup: int = 1,
                         synchronize: Callable[[], None] = lambda: None) -> Measure:
-    """The default ``measure``: median of ``rounds`` alternating rounds (A, B, C, A, B, C, ...)."""
+    """The default ``measure``: median of ``rounds`` alternating rounds (A, B, C, A, B, C, ...), each
+    timed call after an untimed one of the same path (``time_interleaved``'s ``lead_in``: a path pays
+    for its own leftover worker threads, not for those of the path measured before it)."""
 
     def measure(runs: Mapping[str, Callable[[], object]]) -> dict[str, float]:
-        stats = time_interleaved(dict(runs), warmup, rounds, synchronize)
+        stats = time_interleaved(dict(runs), warmup, rounds, synchronize, lead_in=1)
         return {name: value.median_ms for name, value in stats.items()}
 
     return measure
