@@ -14,7 +14,6 @@ amplifies bf16 rounding in the last stage to 11 % (tiny model) where the trained
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import numpy as np
 import onnx
@@ -24,14 +23,14 @@ from test_train_helpers import trained_run
 
 from space_clip_ros.inference.benchmarking.synthetic import synthetic_camera_image
 from space_clip_ros.inference.rewrites.export import (
-    DEPTH_OUTPUT,
     EMBEDDING_OUTPUT,
     LAST_STAGE_OUTPUTS,
+    PIXELS_INPUT,
     ExportOptions,
     export_onnx,
-    graph_output_names,
 )
 from space_clip_ros.inference.rewrites.precision import last_stage_in
+from space_clip_ros.inference.rewrites.split import cut_before_last_stage
 from space_clip_ros.inference.runtime import auto_select
 from space_clip_ros.inference.runtime.auto_select import InferencePath, candidate_paths
 from space_clip_ros.inference.runtime.cpu_features import bf16_supported
@@ -80,24 +79,37 @@ def test_the_decoder_in_two_parts_is_its_forward(tiny_model_config, variant):
 
 
 @pytest.mark.parametrize("variant", ["reference", "structural skip in the last stage"])
-def test_a_graph_until_the_last_stage_gives_its_inputs_under_the_module_names(tiny_model_config, variant):
+def test_the_cut_graph_gives_the_last_stage_inputs(tmp_path, tiny_model_config, variant):
+    import onnxruntime
+
     torch.manual_seed(0)
     model = SpaceClip(_decoder_variants(tiny_model_config)[variant]).eval()
-    options = ExportOptions(dynamic_batch=True, with_embedding=True, until_last_stage=True)
-    buffer = io.BytesIO()
-    export_onnx(model, buffer, options)
-    graph = onnx.load_from_string(buffer.getvalue()).graph
-    outputs = [output.name for output in graph.output]
-    assert outputs == graph_output_names(model, options)
-    expected = 3 if variant != "reference" else 2
-    assert outputs == [*LAST_STAGE_OUTPUTS[:expected], EMBEDDING_OUTPUT] and DEPTH_OUTPUT not in outputs
-    names = [node.name for node in graph.node]
+    whole, cut = tmp_path / "whole.onnx", tmp_path / "cut.onnx"
+    export_onnx(model, whole, ExportOptions(dynamic_batch=True, with_embedding=True))
+    cut_before_last_stage(whole, cut, model.decoder.config)
+    session = onnxruntime.InferenceSession(str(cut), providers=["CPUExecutionProvider"])
+    expected_names = [*LAST_STAGE_OUTPUTS[: 2 if variant == "reference" else 3], EMBEDDING_OUTPUT]
+    assert [output.name for output in session.get_outputs()] == expected_names
     last = f"semantic_stages.{len(model.decoder.semantic_stages) - 1}"
-    # the int8 rewrites select nodes by these names (rewrites.quantize, rewrites.decoder_int8)
-    assert any(name.startswith("/model/backbone/") and name.endswith("MatMul") for name in names)
-    assert any(name.startswith("/model/decoder/semantic_stages.0/") for name in names)
+    names = [node.name for node in onnx.load(str(cut)).graph.node]
     assert not any(f"/decoder/{last}/" in name or "/decoder/head/" in name for name in names)
-    assert "forward" not in vars(model) and "forward" not in vars(model.decoder), "the caller's model was changed"
+
+    pixels = torch.randn(2, 3, *model.input_size)
+    got = session.run(None, {PIXELS_INPUT: pixels.numpy()})
+    with torch.inference_mode():
+        features = model.forward_features(pixels)
+        inputs = model.decoder.last_stage_inputs(features.hidden, features.global_features, features.grid)
+        embedding = model.image_embedding(features.global_features)
+    wanted = [t for t in (inputs.x, inputs.semantic_skip, inputs.structural_skip) if t is not None] + [embedding]
+    for array, tensor in zip(got, wanted):
+        torch.testing.assert_close(torch.from_numpy(array), tensor, rtol=1e-4, atol=1e-4)
+
+
+def test_the_cut_refuses_a_graph_without_the_embedding(tmp_path, tiny_model_config):
+    model = SpaceClip(tiny_model_config).eval()
+    export_onnx(model, tmp_path / "depth_only.onnx", ExportOptions())
+    with pytest.raises(ValueError, match="not a whole SPACE-CLIP graph with the embedding"):
+        cut_before_last_stage(tmp_path / "depth_only.onnx", tmp_path / "cut.onnx", model.decoder.config)
 
 
 def test_the_last_stage_copy_is_exact_in_fp32_and_within_tolerance_in_bf16(trained_model):

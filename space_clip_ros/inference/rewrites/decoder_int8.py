@@ -62,7 +62,7 @@ MAX_CALIBRATION_FRAMES = 16
 MIN_CALIBRATION_FRAMES = 2
 
 
-def _decoder_child(node_name: str) -> str | None:
+def decoder_child(node_name: str) -> str | None:
     """The decoder's child module an exported node belongs to (``semantic_stages.3``, ``head``, ...),
     or None for a node outside the decoder. Node names of the TorchScript export follow the module
     path, e.g. ``/model/decoder/semantic_stages.3/fuse/fuse.0/Conv``."""
@@ -74,7 +74,7 @@ def _decoder_child(node_name: str) -> str | None:
 
 def float_decoder_part(node_name: str, config: DecoderConfig) -> bool:
     """Whether an exported node belongs to a decoder part kept float (module notes)."""
-    child = _decoder_child(node_name)
+    child = decoder_child(node_name)
     if child is None:
         return False
     return child == f"semantic_stages.{len(config.channels) - 1}" or child.split(".")[0] in (
@@ -93,7 +93,7 @@ def decoder_int8_convolutions(model_path: str | os.PathLike, config: DecoderConf
     return [
         node.name
         for node in graph.node
-        if node.op_type == "Conv" and _decoder_child(node.name) is not None
+        if node.op_type == "Conv" and decoder_child(node.name) is not None
         and not float_decoder_part(node.name, config)
     ]
 

@@ -42,8 +42,8 @@ PIXELS_INPUT = "pixels"
 IMAGE_INPUT = "image"
 DEPTH_OUTPUT = "depth"
 EMBEDDING_OUTPUT = "embedding"
-#: Outputs of a graph that stops before the decoder's last stage (``ExportOptions.until_last_stage``):
-#: the fields of ``model.LastStageInputs``; the structural skip only where the last stage has one.
+#: Outputs of a graph cut before the decoder's last stage (``rewrites.split``): the fields of
+#: ``model.LastStageInputs``; the structural skip only where the last stage has one.
 LAST_STAGE_OUTPUTS = ("last_stage_x", "last_stage_semantic_skip", "last_stage_structural_skip")
 
 
@@ -60,9 +60,6 @@ class ExportOptions:
         dynamic_batch: leave the batch dimension free (otherwise fixed to ``batch_size``).
         batch_size: batch of the example input used for tracing (the fixed batch when not dynamic).
         with_embedding: add the CLIP image embedding as a second output.
-        until_last_stage: stop before the decoder's last (full-resolution) semantic stage and give
-            its inputs (:data:`LAST_STAGE_OUTPUTS`) instead of ``depth``, for a runtime that runs the
-            rest itself (``DualPathwayDecoder.finish``; ONNX Runtime's ``bf16_last_stage``).
     """
 
     opset: int = 17
@@ -71,7 +68,6 @@ class ExportOptions:
     dynamic_batch: bool = False
     batch_size: int = 1
     with_embedding: bool = False
-    until_last_stage: bool = False
 
     def resolved_output_size(self, encoder_size: tuple[int, int]) -> tuple[int, int]:
         if self.output_size is not None:
@@ -111,47 +107,13 @@ class DepthGraph(nn.Module):
             if options.image_size is not None
             else None
         )
-        self.until_last_stage = options.until_last_stage
-        if self.until_last_stage:
-            _stop_before_last_stage(model)
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         pixels = self.preprocess(inputs) if self.preprocess is not None else inputs
-        if self.until_last_stage:
-            global_features, stage = self.model(pixels)
-            outputs = tuple(t for t in (stage.x, stage.semantic_skip, stage.structural_skip) if t is not None)
-        else:
-            output = self.model(pixels, output_size=self.output_size)
-            outputs, global_features = (output.depth,), output.global_features
+        output = self.model(pixels, output_size=self.output_size)
         if self.with_embedding:
-            return (*outputs, self.model.image_embedding(global_features))
-        return outputs
-
-
-def _stop_before_last_stage(model: SpaceClip) -> None:
-    """Make the calls of ``model`` (an export copy) and of its decoder return (global vector, the
-    decoder's ``LastStageInputs``) and the last stage's inputs. The tracer names each node by the
-    module calls it sits in, so going through the modules' calls (not their other methods) keeps
-    the names ``/model/decoder/...`` that the int8 rewrites select nodes by."""
-    decoder = model.decoder
-    decoder.forward = decoder.last_stage_inputs
-
-    def until_last_stage(pixels: torch.Tensor):
-        features = model.backbone(pixels)
-        return features.global_features, decoder(features.hidden, features.global_features, features.grid)
-
-    model.forward = until_last_stage
-
-
-def graph_output_names(model: SpaceClip, options: ExportOptions) -> list[str]:
-    """The output names of ``model``'s graph exported with ``options``, in order."""
-    if options.until_last_stage:
-        last = len(model.decoder.semantic_stages) - 1
-        with_structural = model.decoder.semantic_stages[last].structural_gate is not None
-        names = list(LAST_STAGE_OUTPUTS[: 3 if with_structural else 2])
-    else:
-        names = [DEPTH_OUTPUT]
-    return names + ([EMBEDDING_OUTPUT] if options.with_embedding else [])
+            return output.depth, self.model.image_embedding(output.global_features)
+        return (output.depth,)
 
 
 class EncoderGraph(nn.Module):
@@ -255,17 +217,17 @@ def export_onnx(model: SpaceClip, destination: str | os.PathLike | io.BytesIO, o
     graph = DepthGraph(inference_copy(model), options).eval()
     inputs = example_input(graph.model, options)
     input_name = IMAGE_INPUT if options.image_size is not None else PIXELS_INPUT
-    output_names = graph_output_names(graph.model, options)
+    output_names = [DEPTH_OUTPUT] + ([EMBEDDING_OUTPUT] if options.with_embedding else [])
     dynamic_axes = None
     if options.dynamic_batch:
         dynamic_axes = {name: {0: "batch"} for name in [input_name, *output_names]}
     _trace_to_onnx(graph, (inputs,), _target(destination), options.opset, [input_name], output_names, dynamic_axes)
     logger.info(
-        "exported SPACE-CLIP to ONNX (opset %d, input %s %s, %s%s)",
+        "exported SPACE-CLIP to ONNX (opset %d, input %s %s, depth %s%s)",
         options.opset,
         input_name,
         tuple(inputs.shape),
-        "until the decoder's last stage" if options.until_last_stage else f"depth {graph.output_size}",
+        graph.output_size,
         ", embedding" if options.with_embedding else "",
     )
 

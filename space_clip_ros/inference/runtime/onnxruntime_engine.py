@@ -38,6 +38,7 @@ from ..rewrites.export import (
 )
 from ..rewrites.precision import last_stage_in
 from ..rewrites.quantize import quantize_onnx_int8
+from ..rewrites.split import cut_before_last_stage
 from .graph_cache import GraphStage, files_identity, graph_store, model_identity
 from .memory import return_freed_memory_to_os
 from .options import OnnxRuntimeOptions, physical_cores
@@ -105,13 +106,13 @@ def _calibration_pixels(model: SpaceClip, options: OnnxRuntimeOptions) -> list[n
 
 
 def _whole_model_bytes(model: SpaceClip, options: OnnxRuntimeOptions) -> bytes:
-    """Export ``model`` (pixels in, native depth + embedding out, dynamic batch; with
-    ``bf16_last_stage`` the last stage's inputs instead of depth), quantised as ``options`` ask, and
-    return the ONNX bytes. Each stage's graph comes from, or goes to, the graph cache
-    ``options.graph_cache`` (``graph_cache``)."""
+    """Export ``model`` (pixels in, native depth + embedding out, dynamic batch), quantised as
+    ``options`` ask (with ``bf16_last_stage``, cut before the decoder's last stage: its inputs come
+    out instead of depth, ``rewrites.split``), and return the ONNX bytes. Each stage's graph comes
+    from, or goes to, the graph cache ``options.graph_cache`` (``graph_cache``)."""
     if options.quantize_decoder_int8:
         _require_calibration_images(options)
-    export_options = ExportOptions(dynamic_batch=True, with_embedding=True, until_last_stage=options.bf16_last_stage)
+    export_options = ExportOptions(dynamic_batch=True, with_embedding=True)
     stages = [GraphStage("ONNX export", {"export": dataclasses.asdict(export_options)},
                          lambda _source, out: export_onnx(model, out, export_options))]
     if options.quantize_int8:
@@ -125,6 +126,9 @@ def _whole_model_bytes(model: SpaceClip, options: OnnxRuntimeOptions) -> bytes:
 
         frames = files_identity(options.calibration_images)
         stages.append(GraphStage("int8 decoder", {"int8_decoder": {"calibration_images": frames}}, calibrate))
+    if options.bf16_last_stage:  # torch runs the last stage: the graph stops before it
+        stages.append(GraphStage("cut before the last stage", {"cut_before_last_stage": True},
+                                 lambda source, out: cut_before_last_stage(source, out, model.decoder.config)))
     model_hash = model_identity(model) if options.graph_cache else "not kept"
     with graph_store(options.graph_cache) as store:
         return store.build_stages(model_hash, stages).read_bytes()
