@@ -111,7 +111,8 @@ def add_inference_arguments(group: argparse._ArgumentGroup) -> None:
                        "depth tolerance, cache the choice; or force one")
     group.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
                        help="auto (default): what backend auto measures fastest (else fp16 on CUDA, fp32 on a CPU); "
-                       "bf16 on a CPU with bf16 arithmetic: bf16 decoder and attention")
+                       "bf16 on a CPU with bf16 arithmetic: torch's decoder and attention, or ONNX Runtime's "
+                       "last decoder stage, in bf16")
     group.add_argument("--no-optimize", action="store_true", help="the model exactly as trained (torch eager fp32)")
     group.add_argument("--auto-cache", default="",
                        help="backend auto's cache file (default: $SPACE_CLIP_AUTO_CACHE, else "

@@ -124,8 +124,8 @@ NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "precision", "auto",
         "Arithmetic precision. auto: the fastest one within the depth tolerance with backend auto, else fp16 "
         "on CUDA and fp32 on a CPU. fp16/bf16 on CUDA: the model's weights (optimize) or autocast. bf16 on a "
-        "CPU with bf16 arithmetic (AVX-512-BF16, AMX), torch backend, optimize: decoder and attention in "
-        "bf16; fp32 elsewhere.",
+        "CPU with bf16 arithmetic (AVX-512-BF16, AMX), optimize: torch backend, decoder and attention in "
+        "bf16; onnxruntime backend, the decoder's last stage and head in bf16 (in torch); fp32 elsewhere.",
         _MODEL, read_only=True, choices=PRECISION_CHOICES,
     ),
     ParameterSpec(
