@@ -119,7 +119,6 @@ class ReducedPrecisionDecoder(nn.Module):
             aux=[resize_to(aux.float(), size) for aux in out.aux],
         )
 
-
     def finish(self, inputs: LastStageInputs, output_size: tuple[int, int]) -> torch.Tensor:
         """``DualPathwayDecoder.finish`` in ``dtype``: the inputs cast (NHWC, the layout oneDNN's
         convolutions want), the depth computed at the stage's own resolution (twice the input's) and
