@@ -23,9 +23,10 @@ def return_freed_memory_to_os() -> None:
         trim(0)
 
 
-#: A second path selection beside a serving process held about as much again as the process itself
-#: (ViT-B/16, 2-core Zen 5: 2.2-2.4 GB serving, 4.6-4.8 GB peak while choosing again with camera frames).
-SECOND_SELECTION_FACTOR = 1.0
+#: A second path selection beside a serving process held a little more than the process itself
+#: (ViT-B/16, 2-core Zen 5, with camera frames: 7 candidates, 2.2-2.4 GB serving and 4.6-4.8 GB peak;
+#: 9 candidates with the bf16 last stage, 2.0-2.2 GB serving and 4.76 GB peak).
+SECOND_SELECTION_FACTOR = 1.25
 #: Free memory a machine keeps beyond that (the camera driver, the rest of the robot).
 SELECTION_HEADROOM_BYTES = 512 * 1024 * 1024
 
