@@ -99,6 +99,8 @@ class OnnxRuntimeOptions:
             error, so it is the one float part left (~15 % of the int8 path's time on Zen 5). For
             CPUs with bf16 arithmetic (``cpu_features.bf16_supported``); needs the model (not
             ``model_path``). Torch then runs on as many threads as ONNX Runtime (``torch_threads``).
+            ``auto`` measures it: on the 2-core Zen 5 it was no faster (74 vs 73.5 ms: the stage
+            costs torch 12-14 ms, and its OpenMP threads spin into the next frame's graph).
         intra_op_threads: threads per operator; ``0`` means the number of physical cores.
         allow_spinning: let the worker threads spin while a run is in progress, waiting for the next
             operator's work instead of sleeping between operators; they stop spinning when the run
