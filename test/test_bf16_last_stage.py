@@ -21,7 +21,7 @@ import pytest
 import torch
 from test_train_helpers import trained_run
 
-from space_clip_ros.inference.benchmarking.synthetic import synthetic_camera_image
+from space_clip_ros.inference.benchmarking.synthetic import make_decoder_realistic, synthetic_camera_image
 from space_clip_ros.inference.rewrites.export import (
     EMBEDDING_OUTPUT,
     LAST_STAGE_OUTPUTS,
@@ -65,16 +65,18 @@ def _decoder_variants(config):
 
 
 @pytest.mark.parametrize("variant", ["reference", "structural skip in the last stage", "no structural path"])
-def test_the_decoder_in_two_parts_is_its_forward(tiny_model_config, variant):
+def test_the_decoder_in_two_parts_is_its_forward(tiny_model_config, frame, variant):
     torch.manual_seed(0)
-    model = SpaceClip(_decoder_variants(tiny_model_config)[variant]).eval()
-    pixels = torch.randn(2, 3, *model.input_size)
+    model = make_decoder_realistic(SpaceClip(_decoder_variants(tiny_model_config)[variant]).eval(), frame)
+    frames = np.stack([frame, synthetic_camera_image(96, 128, seed=7)])
+    pixels = pixels_from_frames(frames, model.input_size, model.mean, model.std)
     with torch.inference_mode():
         features = model.forward_features(pixels)
         whole = model.decoder(features.hidden, features.global_features, features.grid, (40, 50)).depth
         inputs = model.decoder.last_stage_inputs(features.hidden, features.global_features, features.grid)
         parts = model.decoder.finish(inputs, (40, 50))
     assert (inputs.structural_skip is not None) == (variant == "structural skip in the last stage")
+    assert (whole > 0.1).float().mean() > 0.5  # metres, not a map of zeros
     assert torch.equal(parts, whole)
 
 
