@@ -72,12 +72,18 @@ def decoder_child(node_name: str) -> str | None:
     return parts[parts.index("decoder") + 1]
 
 
+def last_stage_child(config: DecoderConfig) -> str:
+    """The decoder's child module of its last (full-resolution) semantic stage, as ``decoder_child``
+    names it (``semantic_stages.3`` for the reference decoder)."""
+    return f"semantic_stages.{len(config.channels) - 1}"
+
+
 def float_decoder_part(node_name: str, config: DecoderConfig) -> bool:
     """Whether an exported node belongs to a decoder part kept float (module notes)."""
     child = decoder_child(node_name)
     if child is None:
         return False
-    return child == f"semantic_stages.{len(config.channels) - 1}" or child.split(".")[0] in (
+    return child == last_stage_child(config) or child.split(".")[0] in (
         "head",
         "aux_heads",
         "semantic_proj",

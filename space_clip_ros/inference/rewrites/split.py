@@ -17,12 +17,8 @@ from __future__ import annotations
 import os
 
 from ...model import DecoderConfig
-from .decoder_int8 import decoder_child
+from .decoder_int8 import decoder_child, last_stage_child
 from .export import EMBEDDING_OUTPUT, LAST_STAGE_OUTPUTS, PIXELS_INPUT
-
-
-def _tail_children(config: DecoderConfig) -> tuple[str, ...]:
-    return (f"semantic_stages.{len(config.channels) - 1}", "head")
 
 
 def cut_before_last_stage(source: str | os.PathLike, destination: str | os.PathLike, config: DecoderConfig) -> None:
@@ -39,15 +35,14 @@ def cut_before_last_stage(source: str | os.PathLike, destination: str | os.PathL
     if [i.name for i in graph.input] != [PIXELS_INPUT] or EMBEDDING_OUTPUT not in [o.name for o in graph.output]:
         raise ValueError(f"{source}: not a whole SPACE-CLIP graph with the embedding (pixels in, depth and "
                          "embedding out), which the last-stage cut needs")
-    tail_children = _tail_children(config)
-    tail = [node for node in graph.node if decoder_child(node.name) in tail_children]
+    last = last_stage_child(config)
+    tail = [node for node in graph.node if decoder_child(node.name) in (last, "head")]
     tail_names = {node.name for node in tail}
     producers = {output: node for node in graph.node for output in node.output}
     computed = {PIXELS_INPUT}  # tensors that depend on the input (the rest are weights and constants)
     for node in graph.node:  # a graph's nodes are in topological order
         if any(tensor in computed for tensor in node.input):
             computed.update(node.output)
-    last = tail_children[0]
     roles: dict[str, str] = {}  # tensor feeding the last stage -> its LastStageInputs field
     for node in tail:
         for tensor in node.input:
